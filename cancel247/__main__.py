@@ -1,0 +1,3 @@
+from cancel247.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""Read side of the audit store: the history of an order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from cancel247.audit.models import CancelRequest
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
+    """Return every request for ``order_code``, oldest first, each with its attempts.
+
+    The shape is stable (the ``history --json`` output): a list of requests
+    with ``request_id``, ``order_code``, ``status``, and ``attempts``, each
+    attempt with ``number``, ``outcome``, ``http_status``, ``error_code``,
+    ``message``, ``started_at``, ``finished_at``. Further keys may be added;
+    none of these is renamed or removed. Times are ISO 8601 in UTC.
+    """
+    requests = session.execute(
+        select(CancelRequest)
+        .where(CancelRequest.order_code == order_code)
+        .order_by(CancelRequest.created_at, CancelRequest.id)
+        .options(selectinload(CancelRequest.attempts))
+    ).scalars()
+    return [
+        {
+            "request_id": r.id,
+            "order_code": r.order_code,
+            "status": r.status,
+            "run": r.run,
+            "reason": r.reason,
+            "source": r.source,
+            "created_at": _iso(r.created_at),
+            "started_at": _iso(r.started_at),
+            "finished_at": _iso(r.finished_at),
+            "error_code": r.error_code,
+            "detail": r.detail,
+            "duplicate_of": r.duplicate_of,
+            "attempts": [
+                {
+                    "number": a.number,
+                    "run": a.run,
+                    "outcome": a.outcome,
+                    "http_status": a.http_status,
+                    "error_code": a.error_code,
+                    "message": a.message,
+                    "detail": a.detail,
+                    "body_excerpt": a.body_excerpt,
+                    "duration_ms": a.duration_ms,
+                    "wait_seconds": a.wait_seconds,
+                    "worker": a.worker,
+                    "started_at": _iso(a.started_at),
+                    "finished_at": _iso(a.finished_at),
+                }
+                for a in r.attempts
+            ],
+        }
+        for r in requests
+    ]

@@ -1,0 +1,277 @@
+"""The write-ahead audit store: what the worker writes before and after each call.
+
+Every method runs in its own short transaction, so one failed commit cannot
+poison a later task. Database errors are translated into
+:class:`AuditUnavailable` at this boundary; the worker then does not call the
+carrier and retries the task later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cancel247.audit.models import (
+    CLAIMING_STATUSES,
+    ORDER_CODE_COLUMN_LENGTH,
+    TERMINAL_STATUSES,
+    Attempt,
+    CancelRequest,
+    RequestStatus,
+)
+from cancel247.carrier.errors import CarrierReply, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(Exception):
+    """The audit store could not be written; nothing may be sent to the carrier."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    request_id: str
+    order_code: str
+    reason: str | None = None
+    source: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the worker may do with a request it received."""
+
+    status: RequestStatus
+    run: int
+    last_attempt_number: int
+    # True when an earlier attempt of this run may have reached the carrier
+    # without a readable reply (ambiguous or interrupted).
+    maybe_applied: bool
+    interrupted: int = 0
+    duplicate_of: str | None = None
+
+    @property
+    def may_call(self) -> bool:
+        return self.status == RequestStatus.IN_PROGRESS
+
+
+def _insert_ignore(session: Session, rows: list[dict[str, object]]) -> None:
+    dialect = session.get_bind().dialect.name
+    table = CancelRequest.__table__
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    session.execute(statement, rows)
+
+
+def _request_row(new: NewRequest, status: RequestStatus, now: datetime) -> dict[str, object]:
+    return {
+        "id": new.request_id,
+        "order_code": new.order_code[:ORDER_CODE_COLUMN_LENGTH],
+        "status": status.value,
+        "reason": new.reason,
+        "source": new.source,
+        "run": 1,
+        "created_at": new.created_at or now,
+        "updated_at": now,
+    }
+
+
+class AuditStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session in one transaction; database errors become AuditUnavailable."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit store write failed: {type(exc).__name__}: {exc.args[0] if exc.args else ''}") from exc
+
+    # Producer side ----------------------------------------------------------
+
+    def record_queued(self, requests: Iterable[NewRequest]) -> None:
+        """Insert ``queued`` rows; rows whose id already exists are left alone."""
+        now = utcnow()
+        rows = [_request_row(r, RequestStatus.QUEUED, now) for r in requests]
+        if not rows:
+            return
+        with self.transaction() as session:
+            _insert_ignore(session, rows)
+
+    def record_invalid(self, new: NewRequest, detail: str) -> None:
+        """Store a request that cannot be processed, with the reason."""
+        now = utcnow()
+        row = _request_row(new, RequestStatus.INVALID, now)
+        row.update(finished_at=now, detail=detail)
+        with self.transaction() as session:
+            _insert_ignore(session, [row])
+            session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.id == new.request_id, CancelRequest.status.not_in(TERMINAL_STATUSES))
+                .values(status=RequestStatus.INVALID.value, finished_at=now, updated_at=now, detail=detail)
+            )
+
+    # Worker side --------------------------------------------------------------
+
+    def claim(self, new: NewRequest) -> Claim:
+        """Record the request as received and take its order, or mark it a duplicate.
+
+        A redelivered message of a request already in progress continues it,
+        marking the attempts left in flight as ``interrupted``. A message of a
+        request that already ended changes nothing.
+        """
+        now = utcnow()
+        with self.transaction() as session:
+            _insert_ignore(session, [_request_row(new, RequestStatus.QUEUED, now)])
+            request = session.execute(
+                select(CancelRequest).where(CancelRequest.id == new.request_id).with_for_update()
+            ).scalar_one()
+            status = RequestStatus(request.status)
+            last_number = session.execute(
+                select(func.coalesce(func.max(Attempt.number), 0)).where(Attempt.request_id == request.id)
+            ).scalar_one()
+
+            if status in TERMINAL_STATUSES:
+                return Claim(status, request.run, last_number, maybe_applied=False, duplicate_of=request.duplicate_of)
+
+            interrupted = 0
+            if status == RequestStatus.IN_PROGRESS:
+                result = session.execute(
+                    update(Attempt)
+                    .where(Attempt.request_id == request.id, Attempt.outcome == Outcome.IN_FLIGHT.value)
+                    .values(
+                        outcome=Outcome.INTERRUPTED.value,
+                        finished_at=now,
+                        detail="worker stopped during the call; the carrier may have acted",
+                    )
+                )
+                interrupted = result.rowcount or 0
+            else:
+                holder = self._take_order(session, request, now)
+                if holder is not None:
+                    return Claim(RequestStatus.DUPLICATE, request.run, last_number, False, duplicate_of=holder)
+
+            maybe_applied = (
+                session.execute(
+                    select(func.count())
+                    .select_from(Attempt)
+                    .where(
+                        Attempt.request_id == request.id,
+                        Attempt.run == request.run,
+                        Attempt.outcome.in_([Outcome.AMBIGUOUS.value, Outcome.INTERRUPTED.value]),
+                    )
+                ).scalar_one()
+                > 0
+            )
+            return Claim(RequestStatus.IN_PROGRESS, request.run, last_number, maybe_applied, interrupted)
+
+    def _take_order(self, session: Session, request: CancelRequest, now: datetime) -> str | None:
+        """Move ``request`` to in_progress; return the holder's id if another request has the order."""
+        try:
+            with session.begin_nested():
+                session.execute(
+                    update(CancelRequest)
+                    .where(CancelRequest.id == request.id)
+                    .values(status=RequestStatus.IN_PROGRESS.value, started_at=now, updated_at=now)
+                )
+            return None
+        except IntegrityError:
+            pass
+
+        holder = session.execute(
+            select(CancelRequest.id, CancelRequest.status)
+            .where(
+                CancelRequest.order_code == request.order_code,
+                CancelRequest.status.in_([s.value for s in CLAIMING_STATUSES]),
+                CancelRequest.id != request.id,
+            )
+            .limit(1)
+        ).first()
+        holder_id = holder.id if holder else None
+        if holder is None:
+            detail = "another request holds this order"
+        elif holder.status == RequestStatus.SUCCEEDED:
+            detail = f"order already cancelled by request {holder.id}"
+        else:
+            detail = f"order is being cancelled by request {holder.id}"
+        session.execute(
+            update(CancelRequest)
+            .where(CancelRequest.id == request.id)
+            .values(
+                status=RequestStatus.DUPLICATE.value,
+                duplicate_of=holder_id,
+                detail=detail,
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        return holder_id or ""
+
+    def start_attempt(self, *, request_id: str, run: int, number: int, worker: str) -> int:
+        """Insert an ``in_flight`` attempt row and return its id; raises AuditUnavailable."""
+        attempt = Attempt(
+            request_id=request_id,
+            run=run,
+            number=number,
+            outcome=Outcome.IN_FLIGHT.value,
+            started_at=utcnow(),
+            worker=worker,
+        )
+        with self.transaction() as session:
+            session.add(attempt)
+            session.flush()
+            return attempt.id
+
+    def finish_attempt(self, attempt_id: int, reply: CarrierReply, *, duration_ms: float) -> None:
+        """Complete an attempt row with what the carrier returned."""
+        with self.transaction() as session:
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(
+                    outcome=reply.outcome.value,
+                    finished_at=utcnow(),
+                    duration_ms=round(duration_ms, 3),
+                    http_status=reply.http_status,
+                    error_code=reply.error_code,
+                    message=reply.message,
+                    body_excerpt=reply.body_excerpt,
+                    detail=reply.detail,
+                )
+            )
+
+    def set_wait(self, attempt_id: int, wait_seconds: float) -> None:
+        """Record the wait chosen after an attempt, before the next one."""
+        with self.transaction() as session:
+            session.execute(
+                update(Attempt).where(Attempt.id == attempt_id).values(wait_seconds=round(wait_seconds, 6))
+            )
+
+    def finish_request(
+        self, request_id: str, status: RequestStatus, *, error_code: str | None, detail: str | None
+    ) -> None:
+        """Set the request's terminal status."""
+        now = utcnow()
+        with self.transaction() as session:
+            session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.id == request_id)
+                .values(status=status.value, error_code=error_code, detail=detail, finished_at=now, updated_at=now)
+            )

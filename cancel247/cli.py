@@ -1,0 +1,352 @@
+"""The ``cancel247`` command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cancel247 import __version__
+from cancel247.config import ConfigError, Settings, get_settings
+from cancel247.validation import InvalidOrderCode, validate_order_code
+
+# Column names recognised as the order code in a CSV file, compared without case.
+ORDER_CODE_COLUMNS = ("order_code", "ordercode", "order", "code", "ma_don_hang", "mã đơn hàng")
+# Files with more codes than this show a progress bar while enqueueing.
+PROGRESS_THRESHOLD = 500
+
+stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line to stderr and exit."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cancel247")
+def cli() -> None:
+    """Cancel 247Express shipments through Celery, with a SQL audit trail.
+
+    Settings come from CANCEL247_* environment variables (see the README).
+    """
+
+
+# db ------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Manage the audit store's schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to upgrade to.")
+def db_upgrade(revision: str) -> None:
+    """Apply the audit store's migrations to CANCEL247_DATABASE_URL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cancel247.audit import migrate
+
+    settings = settings_or_exit()
+    try:
+        migrate.upgrade(settings.database_url.get_secret_value(), revision)
+    except SQLAlchemyError as exc:
+        fail(f"migration failed: {type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}")
+    click.echo(f"audit store at revision {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the audit store's migration revision and the newest one shipped."""
+    from cancel247.audit import migrate
+    from cancel247.audit.db import get_engine
+
+    settings = settings_or_exit()
+    engine = get_engine(settings.database_url.get_secret_value())
+    click.echo(f"current: {migrate.current_revision(engine) or 'none'}")
+    click.echo(f"head:    {migrate.head_revision()}")
+
+
+# enqueue --------------------------------------------------------------------
+
+
+def read_codes(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
+    """Yield (line number, order code) from a file of one code a line or a CSV."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        fail(f"file {str(path)!r} not found")
+    except UnicodeDecodeError as exc:
+        fail(f"file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+
+    lines = text.splitlines()
+    if not lines:
+        return
+    first = next(csv.reader([lines[0]]))
+    header = [cell.strip().lower() for cell in first]
+    wanted = column.strip().lower() if column else None
+    if wanted is None and len(header) > 1:
+        wanted = next((name for name in ORDER_CODE_COLUMNS if name in header), None)
+        if wanted is None:
+            fail(
+                f"{str(path)!r} looks like a CSV but has no order code column among "
+                f"{', '.join(first)}; name it with --column"
+            )
+    if wanted is None:
+        for number, line in enumerate(lines, start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield number, line.strip()
+        return
+    if wanted not in header:
+        fail(f"column {column!r} not found in {str(path)!r}; its columns are {', '.join(first)}")
+    index = header.index(wanted)
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if number == 1 or not any(cell.strip() for cell in row):
+            continue
+        yield number, (row[index].strip() if index < len(row) else "")
+
+
+@cli.command()
+@click.argument("codes", nargs=-1)
+@click.option("--file", "file_path", type=click.Path(path_type=Path), help="File of order codes: one a line, or a CSV.")
+@click.option("--column", help="CSV column holding the order code (default: order_code or similar).")
+@click.option("--reason", help="Why these orders are cancelled; stored with each request.")
+@click.option("--source", help="Which system asked; stored with each request.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {order_code, request_id}.")
+def enqueue(
+    codes: tuple[str, ...],
+    file_path: Path | None,
+    column: str | None,
+    reason: str | None,
+    source: str | None,
+    as_json: bool,
+) -> None:
+    """Enqueue cancellations for CODES and/or the codes in --file; print the request ids.
+
+    Every code is checked first: if any is invalid, each bad one is listed
+    with its line and nothing is sent.
+    """
+    entries: list[tuple[str, str]] = [(f"argument {i}", code) for i, code in enumerate(codes, start=1)]
+    if file_path is not None:
+        entries.extend((f"{file_path}:{line}", code) for line, code in read_codes(file_path, column))
+    if not entries:
+        fail("no order codes: give them as arguments or with --file FILE")
+
+    problems = []
+    for where, code in entries:
+        try:
+            validate_order_code(code)
+        except InvalidOrderCode as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        for problem in problems[:50]:
+            click.echo(f"error: {problem}", err=True)
+        if len(problems) > 50:
+            click.echo(f"error: ... and {len(problems) - 50} more", err=True)
+        fail(f"{len(problems)} invalid order code(s); nothing was enqueued. Fix them and run again.")
+
+    from cancel247.audit.store import AuditUnavailable
+    from cancel247.tasks.producer import EnqueueError, Producer
+
+    producer = Producer(settings_or_exit())
+    order_codes = [code for _, code in entries]
+    try:
+        if len(order_codes) >= PROGRESS_THRESHOLD:
+            with _progress() as progress:
+                task = progress.add_task("enqueueing", total=len(order_codes))
+                ids = producer.enqueue_many(
+                    order_codes, reason=reason, source=source, on_progress=lambda n: progress.advance(task, n)
+                )
+        else:
+            ids = producer.enqueue_many(order_codes, reason=reason, source=source)
+    except (EnqueueError, AuditUnavailable) as exc:
+        fail(str(exc), code=1)
+
+    if as_json:
+        click.echo(json.dumps([{"order_code": c, "request_id": i} for c, i in zip(order_codes, ids, strict=True)]))
+    else:
+        for code, request_id in zip(order_codes, ids, strict=True):
+            click.echo(f"{request_id}\t{code}")
+    stderr.print(f"enqueued {len(ids)} request(s) on queue {producer.settings.queue}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+    )
+
+
+# worker ---------------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), help="Threads or processes (default CANCEL247_CONCURRENCY).")
+@click.option("--pool", "-P", type=click.Choice(["threads", "prefork", "solo", "gevent", "eventlet"]), help="Celery pool (default CANCEL247_POOL).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int | None, pool: str | None, loglevel: str, celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker on the cancel247 queue.
+
+    Extra arguments are passed to `celery worker` unchanged.
+    """
+    settings = settings_or_exit()
+    try:
+        settings.require_carrier()
+        settings.check_visibility_timeout()
+    except ConfigError as exc:
+        fail(str(exc))
+
+    from cancel247.worker import app
+
+    argv = [
+        "worker",
+        "--queues", settings.queue,
+        "--pool", pool or settings.pool,
+        "--concurrency", str(concurrency or settings.concurrency),
+        "--loglevel", loglevel,
+        "--hostname", "cancel247@%h",
+        "--task-events",
+        *celery_args,
+    ]
+    app.worker_main(argv)
+
+
+# sandbox ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8247, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random faults.")
+@click.option("--code6-rate", default=0.0, type=click.FloatRange(0, 1), help="Share of calls answered with code 6.")
+@click.option("--http5xx-rate", default=0.0, type=click.FloatRange(0, 1), help="Share answered 502 with an HTML page.")
+@click.option("--http429-rate", default=0.0, type=click.FloatRange(0, 1), help="Share answered 429.")
+@click.option("--html-rate", default=0.0, type=click.FloatRange(0, 1), help="Share answered 200 with HTML.")
+@click.option("--truncated-rate", default=0.0, type=click.FloatRange(0, 1), help="Share answered with cut-off JSON.")
+@click.option("--hang-rate", default=0.0, type=click.FloatRange(0, 1), help="Share that cancel, then stall.")
+@click.option("--hang-seconds", default=30.0, show_default=True, type=click.FloatRange(0), help="How long a stall lasts, in seconds.")
+@click.option("--latency-ms", default=0.0, type=click.FloatRange(0), help="Delay added to every reply, in milliseconds.")
+@click.option("--outage", is_flag=True, help="Answer code 6 to every cancel until switched off via /_sandbox/config.")
+@click.option("--orders", "orders_file", type=click.Path(exists=True, path_type=Path), help='JSON file {"CODE": {"state": "shipped", "faults": ["code6"]}}.')
+@click.option("--strict-orders", is_flag=True, help="Answer 13 for orders not in --orders instead of creating them.")
+@click.option("--auth-failure", type=click.Choice(["401", "403", "code12"]), default="401", show_default=True, help="How a wrong token is answered.")
+def sandbox(**options: Any) -> None:
+    """Run the local carrier sandbox in the foreground (never the real carrier)."""
+    from cancel247.sandbox import DEFAULT_CLIENT_ID, DEFAULT_PASSWORD, DEFAULT_TOKEN, DEFAULT_USERNAME
+    from cancel247.sandbox.server import FaultRates, Sandbox, SandboxState
+
+    setup_logging("INFO")
+    rates = FaultRates(
+        code6_rate=options["code6_rate"],
+        http5xx_rate=options["http5xx_rate"],
+        http429_rate=options["http429_rate"],
+        html_rate=options["html_rate"],
+        truncated_rate=options["truncated_rate"],
+        hang_rate=options["hang_rate"],
+        hang_seconds=options["hang_seconds"],
+        latency_ms=options["latency_ms"],
+        outage=options["outage"],
+    )
+    if sum((rates.code6_rate, rates.http5xx_rate, rates.http429_rate, rates.html_rate, rates.truncated_rate, rates.hang_rate)) > 1:
+        fail("the fault rates add up to more than 1; lower them")
+    state = SandboxState(
+        seed=options["seed"], auto_create=not options["strict_orders"], auth_failure=options["auth_failure"], rates=rates
+    )
+    if options["orders_file"] is not None:
+        try:
+            spec = json.loads(options["orders_file"].read_text(encoding="utf-8"))
+            for code, order in spec.items():
+                state.set_order(code, order.get("state", "new"), order.get("faults", ()))
+        except (ValueError, AttributeError) as exc:
+            fail(f"{options['orders_file']}: {exc}")
+    try:
+        server = Sandbox(state, host=options["host"], port=options["port"])
+    except OSError as exc:
+        fail(f"cannot listen on {options['host']}:{options['port']}: {exc.strerror}; pick another --port")
+    click.echo(f"sandbox listening on {server.url}")
+    click.echo(f"  CANCEL247_API_URL={server.url}")
+    click.echo(f"  login: CANCEL247_USERNAME={DEFAULT_USERNAME} CANCEL247_PASSWORD={DEFAULT_PASSWORD}")
+    click.echo(f"  or fixed: CANCEL247_CLIENT_ID={DEFAULT_CLIENT_ID} CANCEL247_TOKEN={DEFAULT_TOKEN}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("sandbox stopped")
+
+
+# history ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("order_code")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable shape) instead of a table.")
+def history(order_code: str, as_json: bool) -> None:
+    """Show every request and attempt recorded for ORDER_CODE."""
+    from sqlalchemy.orm import Session
+
+    from cancel247.audit.db import get_engine
+    from cancel247.audit.history import order_history
+    from cancel247.report import print_history
+
+    settings = settings_or_exit()
+    with Session(get_engine(settings.database_url.get_secret_value())) as session:
+        requests = order_history(session, order_code)
+    if as_json:
+        click.echo(json.dumps(requests, ensure_ascii=False, indent=2))
+        return
+    if not requests:
+        click.echo(f"no requests recorded for order {order_code!r}")
+        return
+    print_history(Console(), requests, settings.zone)
+
+
+# demo ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the temporary folder (database, logs) and print its path.")
+@click.option("--timeout", default=180.0, show_default=True, help="Give up after this many seconds.")
+def demo(keep: bool, timeout: float) -> None:
+    """Run the whole pipeline on bundled sample orders, with nothing to configure."""
+    from cancel247.demo import run_demo
+
+    sys.exit(run_demo(keep=keep, timeout_seconds=timeout))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""One run of a cancellation request: claim it, call the carrier under the retry policy, record all.
+
+Kept apart from Celery so that the whole path can be driven with an injected
+sleep. The Celery task in :mod:`cancel247.tasks.cancel` is a thin shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import tenacity
+
+from cancel247.audit.models import RequestStatus
+from cancel247.audit.store import NewRequest
+from cancel247.carrier.errors import (
+    CODE_STATUS_INVALID,
+    CarrierReply,
+    FinalError,
+    LoginError,
+    Outcome,
+    RetryableError,
+    error_for,
+)
+from cancel247.retry import RetryNow
+from cancel247.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _final_status(reply: CarrierReply, *, maybe_applied: bool) -> RequestStatus:
+    """Map the last reply of a run to the request's terminal status."""
+    if reply.outcome == Outcome.SUCCEEDED:
+        return RequestStatus.SUCCEEDED
+    if reply.outcome == Outcome.PERMANENT:
+        # "Status invalid" after a call that may have gone through is most
+        # likely our own earlier cancellation: ops must check the order.
+        if reply.error_code == CODE_STATUS_INVALID and maybe_applied:
+            return RequestStatus.UNCERTAIN
+        return RequestStatus.REJECTED
+    if reply.retryable and maybe_applied:
+        return RequestStatus.UNCERTAIN
+    return RequestStatus.FAILED
+
+
+class RequestRun:
+    """State of one run of one request inside a worker thread."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        new: NewRequest,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.runtime = runtime
+        self.new = new
+        self.sleep = sleep
+        self.run = 1
+        self.number = 0
+        self.calls = 0
+        self.maybe_applied = False
+        self.relogged = False
+        self.last_attempt_id: int | None = None
+
+    def _log_prefix(self) -> str:
+        return f"request={self.new.request_id} order={self.new.order_code} attempt={self.number}"
+
+    def execute(self) -> RequestStatus:
+        """Process the request to a terminal status (or leave it alone if already final)."""
+        store = self.runtime.store
+        claim = store.claim(self.new)
+        if claim.status == RequestStatus.DUPLICATE:
+            log.warning(
+                "request=%s order=%s duplicate of request %s: carrier not called",
+                self.new.request_id, self.new.order_code, claim.duplicate_of,
+            )
+            return claim.status
+        if not claim.may_call:
+            log.info(
+                "request=%s order=%s already %s: nothing to do",
+                self.new.request_id, self.new.order_code, claim.status.value,
+            )
+            return claim.status
+        if claim.interrupted:
+            log.warning(
+                "request=%s order=%s resumed after a worker stopped: %d attempt(s) marked interrupted",
+                self.new.request_id, self.new.order_code, claim.interrupted,
+            )
+
+        self.run = claim.run
+        self.number = claim.last_attempt_number
+        self.maybe_applied = claim.maybe_applied
+
+        retrying = self.runtime.policy.retrying(sleep=self.sleep, before_sleep=self._before_sleep)
+        try:
+            reply = retrying(self._attempt)
+        except RetryableError as exc:
+            return self._finish(exc.reply, exhausted=True)
+        except FinalError as exc:
+            return self._finish(exc.reply, exhausted=False)
+        except LoginError as exc:
+            return self._finish(exc.reply, exhausted=False, login=True)
+        return self._finish(reply, exhausted=False)
+
+    def _attempt(self) -> CarrierReply:
+        client = self.runtime.client
+        self.last_attempt_id = None
+        try:
+            credentials = client.credentials()
+        except LoginError as exc:
+            if exc.reply.retryable:
+                log.info("%s login failed, will retry: %s", self._log_prefix(), exc.reply.summary())
+                raise RetryableError(exc.reply) from None
+            raise
+
+        self.number += 1
+        attempt_id = self.runtime.store.start_attempt(
+            request_id=self.new.request_id, run=self.run, number=self.number, worker=self.runtime.worker_name
+        )
+        self.last_attempt_id = attempt_id
+        started = time.monotonic()
+        reply = client.cancel_order(self.new.order_code, credentials)
+        duration_ms = (time.monotonic() - started) * 1000
+        self.calls += 1
+        self.runtime.store.finish_attempt(attempt_id, reply, duration_ms=duration_ms)
+
+        if reply.outcome == Outcome.SUCCEEDED:
+            return reply
+        if reply.outcome == Outcome.AMBIGUOUS:
+            self.maybe_applied = True
+        if reply.outcome == Outcome.AUTH and client.can_login and not self.relogged:
+            self.relogged = True
+            log.info("%s credentials refused (%s): logging in again", self._log_prefix(), reply.summary())
+            try:
+                client.relogin(credentials)
+            except LoginError as exc:
+                if exc.reply.retryable:
+                    raise RetryableError(exc.reply) from None
+                raise
+            raise RetryNow(reply)
+        raise error_for(reply)
+
+    def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        wait = retry_state.upcoming_sleep
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        summary = error.reply.summary() if isinstance(error, RetryableError) else repr(error)
+        log.info("%s %s: retrying in %.3f s", self._log_prefix(), summary, wait)
+        if self.last_attempt_id is not None:
+            self.runtime.store.set_wait(self.last_attempt_id, wait)
+
+    def _finish(self, reply: CarrierReply, *, exhausted: bool, login: bool = False) -> RequestStatus:
+        status = _final_status(reply, maybe_applied=self.maybe_applied)
+        if login and status == RequestStatus.REJECTED:
+            status = RequestStatus.FAILED
+        detail = reply.summary()
+        if login:
+            detail = f"carrier login failed: {detail}"
+        if exhausted:
+            detail = f"retries exhausted after {self.calls} call(s): {detail}"
+        if status == RequestStatus.UNCERTAIN:
+            detail += "; an earlier call may have cancelled the order: check it with the carrier"
+        self.runtime.store.finish_request(self.new.request_id, status, error_code=reply.error_code, detail=detail)
+
+        if status == RequestStatus.SUCCEEDED:
+            log.info("%s succeeded", self._log_prefix())
+        else:
+            log.warning("%s ended %s: %s", self._log_prefix(), status.value, detail)
+        return status

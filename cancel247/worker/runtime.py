@@ -1,0 +1,59 @@
+"""Per-process objects a worker needs: settings, audit store, carrier client, policy."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from cancel247.audit.db import get_engine
+from cancel247.audit.store import AuditStore
+from cancel247.carrier.client import CarrierClient
+from cancel247.config import Settings, get_settings
+from cancel247.retry import RetryPolicy
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: AuditStore
+    client: CarrierClient
+    policy: RetryPolicy
+    worker_name: str
+
+
+_runtime: tuple[int, Runtime] | None = None
+_lock = threading.Lock()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = get_engine(settings.database_url.get_secret_value(), pool_size=settings.concurrency)
+    return Runtime(
+        settings=settings,
+        store=AuditStore(engine),
+        client=CarrierClient(settings),
+        policy=RetryPolicy.from_settings(settings),
+        worker_name=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def get_runtime() -> Runtime:
+    """Return this process's runtime, building it after start-up or a fork."""
+    global _runtime
+    current = _runtime
+    if current is not None and current[0] == os.getpid():
+        return current[1]
+    with _lock:
+        if _runtime is None or _runtime[0] != os.getpid():
+            _runtime = (os.getpid(), build_runtime(get_settings()))
+        return _runtime[1]
+
+
+def _reset_after_fork() -> None:
+    global _lock, _runtime
+    _lock = threading.Lock()
+    _runtime = None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,28 @@
+"""Worker signal handlers: refuse to start on unsafe settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_init
+
+from cancel247.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _check_settings(**_: Any) -> None:
+    settings = get_settings()
+    settings.require_carrier()
+    settings.check_visibility_timeout()
+    log.info(
+        "cancel247 worker: queue=%s pool=%s concurrency=%d max_attempts=%d deadline=%gs visibility_timeout=%ds",
+        settings.queue,
+        settings.pool,
+        settings.concurrency,
+        settings.retry_max_attempts,
+        settings.retry_deadline_seconds,
+        settings.visibility_timeout_seconds,
+    )
