@@ -200,9 +200,19 @@ class SandboxState:
                 if (path is None or c["path"] == path) and (order_code is None or c["order_code"] == order_code)
             ]
 
+    def configure(self, **values: Any) -> None:
+        """Change global fault rates, e.g. ``configure(outage=False)``."""
+        with self._lock:
+            self.rates.update(values)
+
     def expire_tokens(self) -> None:
+        """Refuse every token issued so far, the fixed one included."""
         with self._lock:
             self._tokens = set()
+
+    def accept_fixed_token(self) -> None:
+        with self._lock:
+            self._tokens.add(self.fixed_token)
 
     def reset(self) -> None:
         with self._lock:
@@ -437,8 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for code, spec in (body or {}).items():
                     state.set_order(code, spec.get("state", "new"), spec.get("faults", ()))
             elif path == "/_sandbox/config":
-                with state._lock:
-                    state.rates.update(body or {})
+                state.configure(**(body or {}))
             elif path == "/_sandbox/expire-tokens":
                 state.expire_tokens()
             elif path == "/_sandbox/reset":
