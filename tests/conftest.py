@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,15 +160,11 @@ def _database_url(backend: str, tmp_path_factory: pytest.TempPathFactory, reques
     return request.getfixturevalue("postgres_database")
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(
-    request: pytest.FixtureRequest,
-    redis_url: str,
-    sandbox: Sandbox,
-    tmp_path_factory: pytest.TempPathFactory,
+@contextmanager
+def running_stack(
+    backend: str, database_url: str, redis_url: str, sandbox: Sandbox, log_dir: Path, **overrides: Any
 ) -> Iterator[Stack]:
-    backend = request.param
-    database_url = _database_url(backend, tmp_path_factory, request)
+    """Migrate ``database_url``, start a worker for it, and stop the worker afterwards."""
     migrate.upgrade(database_url)
     values: dict[str, Any] = {
         **WORKER_SETTINGS,
@@ -179,9 +176,10 @@ def stack(
         "broker_url": redis_url,
         "database_url": database_url,
         "queue": f"cancel247-test-{backend}",
+        **overrides,
     }
     settings = load_settings(**values)
-    log_path = tmp_path_factory.mktemp(f"worker-{backend}") / "worker.log"
+    log_path = log_dir / "worker.log"
     worker = WorkerProcess(settings_env(values), log_path)
     try:
         worker.wait_ready()
@@ -189,7 +187,20 @@ def stack(
         yield Stack(backend, settings, values, Producer(settings), store, worker, sandbox)
     finally:
         worker.stop()
-    _assert_no_secrets(Path(log_path).read_text(encoding="utf-8", errors="replace"), backend)
+    _assert_no_secrets(log_path.read_text(encoding="utf-8", errors="replace"), backend)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    sandbox: Sandbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    backend = request.param
+    database_url = _database_url(backend, tmp_path_factory, request)
+    with running_stack(backend, database_url, redis_url, sandbox, tmp_path_factory.mktemp(f"worker-{backend}")) as running:
+        yield running
 
 
 def _assert_no_secrets(log_text: str, backend: str) -> None:

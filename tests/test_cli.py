@@ -136,3 +136,15 @@ def test_history_json_shape(stack: Stack) -> None:
     assert ids[0] in table.stdout
     assert "+07:00" in table.stdout
     assert "Có lỗi xảy ra trong quá trình xử lý." in table.stdout
+
+
+def test_celery_command_refuses_bad_settings() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "cancel247.worker", "worker"],
+        env=settings_env({"client_id": "1", "token": "t" * 64}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: CANCEL247_API_URL is missing" in result.stderr

@@ -6,7 +6,12 @@ calls in the sandbox's log.
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+
 import pytest
+import redis
 
 from cancel247.retry import RetryPolicy
 from cancel247.sandbox import SandboxState
@@ -174,7 +179,8 @@ def test_two_failing_orders_keep_own_numbers(stack: Stack, carrier: SandboxState
         assert_rows_match_calls(stack, code, 4)
         windows.append((attempts[0].started_at, attempts[-1].finished_at))
     # Both ran at the same time in one worker, so their windows overlap.
-    assert windows[0][0] < windows[1][1] and windows[1][0] < windows[0][1]
+    assert windows[0][0] < windows[1][1]
+    assert windows[1][0] < windows[0][1]
 
 
 def test_wrong_token_relogin_once(stack: Stack, carrier: SandboxState) -> None:
@@ -236,3 +242,35 @@ def test_bad_message_recorded_invalid(stack: Stack, carrier: SandboxState, kwarg
     assert request.status == "invalid"
     assert expected in (request.detail or "")
     assert stack.attempts(request_id) == []
+
+
+def test_hand_built_message_as_documented(stack: Stack, carrier: SandboxState) -> None:
+    """A producer in another language pushes the JSON envelope the README documents."""
+    code = new_order_code("PHP")
+    request_id = str(uuid.uuid4())
+    body = [[], {"order_code": code, "reason": "khách hủy", "source": "php-shop"}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    envelope = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": TASK_NAME, "id": request_id, "root_id": request_id, "parent_id": None,
+            "group": None, "retries": 0, "eta": None, "expires": None,
+        },
+        "properties": {
+            "correlation_id": request_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": stack.settings.queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    redis.Redis.from_url(stack.values["broker_url"]).lpush(stack.settings.queue, json.dumps(envelope))
+    stack.wait([request_id])
+
+    request = stack.request(request_id)
+    assert request.status == "succeeded"
+    assert request.reason == "khách hủy"
+    assert request.source == "php-shop"
+    assert_rows_match_calls(stack, code, 1)

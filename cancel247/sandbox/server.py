@@ -1,10 +1,10 @@
 """A local HTTP server that speaks the carrier's contract, with scriptable faults.
 
 It serves ``POST /api/Client/ClientLogin`` and ``POST /Api/Customer/CancelOrder``
-as the carrier documents them, keeps an order lifecycle (a new order can be
-cancelled once; a cancelled or shipped order answers 14; an unknown one 13),
-and injects faults either at a seeded random rate or per order, in sequence.
-It records every call it receives, without tokens or passwords.
+as the carrier documents them. A new order can be cancelled once. A cancelled
+or shipped order returns code 14, and an unknown one code 13. Faults come at
+a seeded random rate or per order, in sequence. Every call received is
+recorded, without tokens or passwords.
 
 Faults, per order (consumed one per CancelOrder call) or named in options:
 
@@ -129,7 +129,7 @@ SUCCESS = _json(200, {"ErrorCode": "0", "IsError": False, "Errors": [], "ErrorMe
 
 
 def validate_fault(fault: str) -> str:
-    """Return ``fault`` if the sandbox knows it, else raise ValueError naming it."""
+    """Return ``fault`` if it is a known fault, else raise ValueError naming it."""
     name, _, argument = fault.partition(":")
     simple = {"ok", "code6", "html502", "http503", "http429", "html", "empty", "truncated", "hang", "unauthorized"}
     with_number = {"code", "iserror", "http5xx", "latency", "http429", "hang"}

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery.signals import worker_init
 
-from cancel247.config import get_settings
+from cancel247.config import ConfigError, get_settings
 
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
 def _check_settings(**_: Any) -> None:
-    settings = get_settings()
-    settings.require_carrier()
-    settings.check_visibility_timeout()
+    # Celery logs and swallows exceptions raised by signal handlers, so a bad
+    # setting has to end the process explicitly.
+    try:
+        settings = get_settings()
+        settings.require_carrier()
+        settings.check_visibility_timeout()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     log.info(
         "cancel247 worker: queue=%s pool=%s concurrency=%d max_attempts=%d deadline=%gs visibility_timeout=%ds",
         settings.queue,
