@@ -328,6 +328,205 @@ def history(order_code: str, as_json: bool) -> None:
     print_history(Console(), requests, settings.zone)
 
 
+# failed and replay ----------------------------------------------------------------
+
+
+def selection_options(command: Any) -> Any:
+    """Add the filters shared by `failed` and `replay`."""
+    options = [
+        click.option("--status", "statuses", multiple=True, help="Request status (repeatable). Default: failed and uncertain."),
+        click.option("--since", help="Received at or after: ISO date/time (configured zone if no offset) or an age such as 2h, 3d."),
+        click.option("--until", help="Received before: same forms as --since."),
+        click.option("--error-code", "error_codes", multiple=True, help="Final carrier code, e.g. 6 (repeatable)."),
+        click.option("--outcome", "outcomes", multiple=True, help="Outcome of the last attempt, e.g. transient (repeatable)."),
+        click.option("--order-code", "order_codes", multiple=True, help="Order code (repeatable)."),
+        click.option("--source", "sources", multiple=True, help="Producer's source label (repeatable)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_selection(settings: Settings, values: dict[str, Any], *, extra_ids: tuple[str, ...] = (), extra_codes: tuple[str, ...] = (), everything: bool = False) -> Any:
+    from cancel247.ops import Selection, SelectionError, parse_time
+
+    try:
+        return Selection(
+            request_ids=extra_ids,
+            order_codes=tuple(values.get("order_codes", ())) + extra_codes,
+            statuses=tuple(values.get("statuses", ())),
+            since=parse_time(values["since"], zone=settings.zone) if values.get("since") else None,
+            until=parse_time(values["until"], zone=settings.zone) if values.get("until") else None,
+            error_codes=tuple(values.get("error_codes", ())),
+            outcomes=tuple(values.get("outcomes", ())),
+            sources=tuple(values.get("sources", ())),
+            everything=everything,
+        )
+    except SelectionError as exc:
+        fail(str(exc))
+
+
+def _listing_table(rows: list[Any], zone: Any) -> Any:
+    from rich.table import Table
+
+    from cancel247.report import STATUS_STYLES
+
+    table = Table()
+    for column in ("received", "request id", "order", "status", "code", "last outcome", "calls", "source", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = STATUS_STYLES.get(row.status, "")
+        table.add_row(
+            row.created_at.astimezone(zone).isoformat(sep=" ", timespec="seconds"),
+            row.request_id,
+            row.order_code,
+            f"[{style}]{row.status}[/{style}]",
+            row.error_code or "-",
+            row.last_outcome or "-",
+            str(row.attempts),
+            row.source or "-",
+            (row.detail or "-")[:120],
+        )
+    return table
+
+
+def _breakdown(console: Console, total: int, by_reason: Any) -> None:
+    console.print(f"{total} request(s)")
+    for reason, count in by_reason.most_common():
+        console.print(f"  {count:>6}  {reason}", markup=False)
+
+
+@cli.command()
+@selection_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0), help="Rows shown; the count covers all.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {total, by_reason, requests}.")
+def failed(limit: int, as_json: bool, **values: Any) -> None:
+    """List failed and uncertain requests (or any --status), with a breakdown by reason."""
+    from sqlalchemy.orm import Session
+
+    from cancel247.audit.db import get_engine
+    from cancel247.ops import find_requests
+
+    settings = settings_or_exit()
+    selection = build_selection(settings, values)
+    with Session(get_engine(settings.database_url.get_secret_value())) as session:
+        listing = find_requests(session, selection, limit=limit)
+    if as_json:
+        click.echo(json.dumps(
+            {"total": listing.total, "by_reason": dict(listing.by_reason.most_common()), "requests": [r.as_json() for r in listing.rows]},
+            ensure_ascii=False, indent=2,
+        ))
+        return
+    console = Console()
+    if listing.rows:
+        console.print(_listing_table(listing.rows, settings.zone))
+        if listing.total > len(listing.rows):
+            console.print(f"showing {len(listing.rows)} of {listing.total}; raise --limit or use --json")
+    _breakdown(console, listing.total, listing.by_reason)
+
+
+def _read_selectors(file_path: Path | None) -> list[str]:
+    if file_path is None:
+        return []
+    return [code for _, code in read_codes(file_path, None)]
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--file", "file_path", type=click.Path(path_type=Path), help="File of request ids or order codes, one a line.")
+@selection_options
+@click.option("--all", "everything", is_flag=True, help="Select every request the filters allow (needed with no other selector).")
+@click.option("--reason", help="Why these requests are replayed (required).")
+@click.option("--actor", help="Who replays them. Default: the OS user.")
+@click.option("--force", is_flag=True, help="Also replay succeeded, rejected, duplicate and invalid requests.")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed and change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(min=0.01), help="Requests sent per second.")
+def replay(targets: tuple[str, ...], file_path: Path | None, everything: bool, reason: str | None, actor: str | None, force: bool, dry_run: bool, yes: bool, rate: float, **values: Any) -> None:
+    """Replay requests given by id or order code (TARGETS, --file) or by filters.
+
+    Only failed and uncertain requests are replayed unless --force is given.
+    Each replay keeps the request id and its earlier attempts, starts a new
+    run, and records who, when, why and the selection used.
+    """
+    from sqlalchemy.orm import Session
+
+    from cancel247.ops import SelectionError, plan_replay, replay as run_replay, request_ids_or_codes
+    from cancel247.tasks.producer import Producer
+
+    settings = settings_or_exit()
+    ids, codes = request_ids_or_codes(list(targets) + _read_selectors(file_path))
+    selection = build_selection(settings, values, extra_ids=ids, extra_codes=codes, everything=everything)
+    if not selection.has_selector:
+        fail("nothing selected: give request ids, order codes, --file or filters; to replay every failed and uncertain request, add --all")
+    if not dry_run and not (reason and reason.strip()):
+        fail("--reason is required: say why these requests are replayed")
+
+    producer = Producer(settings)
+    console = Console(stderr=True)
+    with Session(producer.store.engine) as session:
+        plan = plan_replay(session, selection, force=force)
+    if plan.listing.total == 0:
+        click.echo("nothing to replay")
+        return
+    _print_plan(Console(), plan, settings.zone)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    if plan.to_replay == 0:
+        fail(_blocked_reason(plan), code=1)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("not on a terminal: add --yes to replay without confirmation, or --dry-run to preview")
+        if not click.confirm(f"replay {plan.to_replay} request(s)?", default=False):
+            fail("cancelled: nothing changed", code=1)
+
+    try:
+        with _progress() as progress:
+            bar = progress.add_task("replaying", total=plan.listing.total)
+            result = run_replay(
+                producer, selection, reason=reason or "", actor=actor, force=force, rate_per_second=rate,
+                on_progress=lambda n: progress.advance(bar, n),
+            )
+    except SelectionError as exc:
+        fail(str(exc))
+    console.print(f"replay batch {result.batch_id}: {len(result.enqueued)} request(s) enqueued")
+    problems = []
+    if result.needs_force:
+        problems.append(f"{len(result.needs_force)} need --force")
+    if result.not_final:
+        problems.append(f"{len(result.not_final)} still queued or in progress")
+    if result.skipped_changed:
+        problems.append(f"{len(result.skipped_changed)} changed meanwhile (another replay or a worker took them)")
+    if result.send_failed:
+        problems.append(f"{len(result.send_failed)} set to queued but not sent: {result.send_error}")
+    if problems:
+        fail("not all selected requests were enqueued: " + "; ".join(problems), code=1)
+
+
+def _blocked_reason(plan: Any) -> str:
+    parts = []
+    if plan.needs_force and not plan.force:
+        parts.append("need --force: " + ", ".join(f"{s} {n}" for s, n in sorted(plan.needs_force.items())))
+    if plan.not_final:
+        parts.append("still running: " + ", ".join(f"{s} {n}" for s, n in sorted(plan.not_final.items())))
+    return "none of the matching requests can be replayed (" + "; ".join(parts) + ")"
+
+
+def _print_plan(console: Console, plan: Any, zone: Any) -> None:
+    listing = plan.listing
+    console.print(f"{listing.total} request(s) match; {plan.to_replay} would be replayed")
+    _breakdown(console, listing.total, listing.by_reason)
+    if plan.needs_force:
+        held = "" if plan.force else " (held back: add --force to include them)"
+        console.print("needs --force: " + ", ".join(f"{s} {n}" for s, n in sorted(plan.needs_force.items())) + held)
+    if plan.not_final:
+        console.print("never replayed while running: " + ", ".join(f"{s} {n}" for s, n in sorted(plan.not_final.items())))
+    console.print(_listing_table(listing.rows, zone))
+    if listing.total > len(listing.rows):
+        console.print(f"first {len(listing.rows)} of {listing.total} shown")
+
+
 # demo ---------------------------------------------------------------------------
 
 

@@ -47,26 +47,46 @@ def print_history(console: Console, requests: list[dict[str, Any]], zone: ZoneIn
             console.print(f"  source {_cell(request.get('source'))}  reason {_cell(request.get('reason'))}")
         if request.get("detail"):
             console.print(f"  detail: {request['detail']}", markup=False)
-        if not request["attempts"]:
+        if not request["attempts"] and not request.get("replays"):
             console.print("  no carrier calls")
             continue
-        offset = datetime.fromisoformat(request["created_at"]).astimezone(zone).strftime("%z")
-        table = Table(show_edge=False, pad_edge=False, caption=f"times in {zone.key} (UTC{offset[:3]}:{offset[3:]})")
-        for column in ("#", "started", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "note"):
-            table.add_column(column, overflow="fold")
-        for attempt in request["attempts"]:
-            table.add_row(
-                str(attempt["number"]),
-                local_time(attempt["started_at"], zone, clock_only=True),
-                attempt["outcome"],
-                _cell(attempt["http_status"]),
-                _cell(attempt["error_code"]),
-                _cell(attempt["message"]),
-                _cell(round(attempt["duration_ms"]) if attempt["duration_ms"] is not None else None),
-                _cell(f"{attempt['wait_seconds']:.3f}" if attempt["wait_seconds"] is not None else None),
-                _cell(attempt.get("detail")),
-            )
-        console.print(table)
+        replays = {replay["run"]: replay for replay in request.get("replays", [])}
+        runs = sorted({a["run"] for a in request["attempts"]} | set(replays))
+        for run in runs:
+            replay = replays.get(run)
+            if replay is not None:
+                forced = ", forced" if replay["forced"] else ""
+                console.print(
+                    f"  run {run}: replayed {local_time(replay['created_at'], zone)} by {replay['actor']} "
+                    f"(was {replay['previous_status']}{forced}): {replay['reason']}",
+                    markup=False,
+                )
+            elif len(runs) > 1:
+                console.print(f"  run {run}:")
+            _print_attempts(console, [a for a in request["attempts"] if a["run"] == run], request, zone)
+
+
+def _print_attempts(console: Console, attempts: list[dict[str, Any]], request: dict[str, Any], zone: ZoneInfo) -> None:
+    if not attempts:
+        console.print("  no carrier calls in this run")
+        return
+    offset = datetime.fromisoformat(request["created_at"]).astimezone(zone).strftime("%z")
+    table = Table(show_edge=False, pad_edge=False, caption=f"times in {zone.key} (UTC{offset[:3]}:{offset[3:]})")
+    for column in ("#", "started", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "note"):
+        table.add_column(column, overflow="fold")
+    for attempt in attempts:
+        table.add_row(
+            str(attempt["number"]),
+            local_time(attempt["started_at"], zone, clock_only=True),
+            attempt["outcome"],
+            _cell(attempt["http_status"]),
+            _cell(attempt["error_code"]),
+            _cell(attempt["message"]),
+            _cell(round(attempt["duration_ms"]) if attempt["duration_ms"] is not None else None),
+            _cell(f"{attempt['wait_seconds']:.3f}" if attempt["wait_seconds"] is not None else None),
+            _cell(attempt.get("detail")),
+        )
+    console.print(table)
 
 
 def summary_table(rows: list[tuple[str, str | None]], title: str) -> Table:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from cancel247.audit.models import CancelRequest
+from cancel247.audit.models import CancelRequest, Replay
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _replay(replay: Replay) -> dict[str, Any]:
+    return {
+        "run": replay.run,
+        "previous_status": replay.previous_status,
+        "actor": replay.actor,
+        "reason": replay.reason,
+        "forced": replay.forced,
+        "selection": json.loads(replay.selection),
+        "batch_id": replay.batch_id,
+        "created_at": _iso(replay.created_at),
+    }
 
 
 def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
@@ -21,14 +35,15 @@ def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
     The shape is stable (the ``history --json`` output): a list of requests
     with ``request_id``, ``order_code``, ``status``, and ``attempts``, each
     attempt with ``number``, ``outcome``, ``http_status``, ``error_code``,
-    ``message``, ``started_at``, ``finished_at``. Further keys may be added;
+    ``message``, ``started_at``, ``finished_at``, and ``replays``, each with
+    ``run``, ``actor``, ``reason`` and ``created_at``. Further keys may be added;
     none of these is renamed or removed. Times are ISO 8601 in UTC.
     """
     requests = session.execute(
         select(CancelRequest)
         .where(CancelRequest.order_code == order_code)
         .order_by(CancelRequest.created_at, CancelRequest.id)
-        .options(selectinload(CancelRequest.attempts))
+        .options(selectinload(CancelRequest.attempts), selectinload(CancelRequest.replays))
     ).scalars()
     return [
         {
@@ -44,6 +59,7 @@ def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
             "error_code": r.error_code,
             "detail": r.detail,
             "duplicate_of": r.duplicate_of,
+            "replays": [_replay(p) for p in r.replays],
             "attempts": [
                 {
                     "number": a.number,

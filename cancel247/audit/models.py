@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -116,6 +117,9 @@ class CancelRequest(Base):
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="request", order_by="Attempt.number", passive_deletes=True
     )
+    replays: Mapped[list[Replay]] = relationship(
+        back_populates="request", order_by="Replay.run", passive_deletes=True
+    )
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_sql_list(RequestStatus)})", name="status"),
@@ -163,4 +167,39 @@ class Attempt(Base):
         UniqueConstraint("request_id", "number"),
         CheckConstraint(f"outcome IN ({_sql_list(Outcome)})", name="outcome"),
         Index("ix_cancel_attempts_started_at", "started_at"),
+    )
+
+
+# Statuses ops may replay without --force; queued and in_progress never are.
+REPLAYABLE_STATUSES = frozenset({RequestStatus.FAILED, RequestStatus.UNCERTAIN})
+
+
+class Replay(Base):
+    """One replay of a request by an operator: who, when, why, and how it was selected."""
+
+    __tablename__ = "cancel_replays"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("cancel_requests.id", ondelete="CASCADE")
+    )
+    # The run this replay started; the request's attempts of that run follow it.
+    run: Mapped[int] = mapped_column(Integer)
+    previous_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    # The selection that matched the request, as JSON.
+    selection: Mapped[str] = mapped_column(Text)
+    forced: Mapped[bool] = mapped_column(Boolean)
+    batch_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    request: Mapped[CancelRequest] = relationship(back_populates="replays")
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "run"),
+        Index("ix_cancel_replays_batch_id", "batch_id"),
+        Index("ix_cancel_replays_created_at", "created_at"),
     )

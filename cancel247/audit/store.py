@@ -56,8 +56,8 @@ class Claim:
     status: RequestStatus
     run: int
     last_attempt_number: int
-    # True when an earlier attempt of this run may have reached the carrier
-    # without a readable reply (ambiguous or interrupted).
+    # True when an earlier attempt of this request, in any run, may have
+    # reached the carrier without a readable reply (ambiguous or interrupted).
     maybe_applied: bool
     interrupted: int = 0
     duplicate_of: str | None = None
@@ -174,7 +174,6 @@ class AuditStore:
                     .select_from(Attempt)
                     .where(
                         Attempt.request_id == request.id,
-                        Attempt.run == request.run,
                         Attempt.outcome.in_([Outcome.AMBIGUOUS.value, Outcome.INTERRUPTED.value]),
                     )
                 ).scalar_one()

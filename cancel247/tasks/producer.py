@@ -71,13 +71,14 @@ class Producer:
                 for code in chunk
             ]
             self.store.record_queued(batch)
-            self._publish(batch)
+            self.publish(batch)
             ids.extend(r.request_id for r in batch)
             if on_progress is not None:
                 on_progress(len(chunk))
         return ids
 
-    def _publish(self, batch: list[NewRequest]) -> None:
+    def publish(self, batch: list[NewRequest]) -> None:
+        """Send one message per request; raise EnqueueError if the broker fails."""
         try:
             with self.app.producer_or_acquire() as producer:
                 for new in batch:
