@@ -372,8 +372,8 @@ def _listing_table(rows: list[Any], zone: Any) -> Any:
     from cancel247.report import STATUS_STYLES
 
     table = Table()
-    for column in ("received", "request id", "order", "status", "code", "last outcome", "calls", "source", "detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("received", "request id", "order", "status", "code", "last outcome", "calls", "source"):
+        table.add_column(column, no_wrap=True)
     for row in rows:
         style = STATUS_STYLES.get(row.status, "")
         table.add_row(
@@ -385,7 +385,6 @@ def _listing_table(rows: list[Any], zone: Any) -> Any:
             row.last_outcome or "-",
             str(row.attempts),
             row.source or "-",
-            (row.detail or "-")[:120],
         )
     return table
 
