@@ -3,8 +3,8 @@
 The ``cancel247 failed`` and ``cancel247 replay`` commands are thin layers
 over this module, which ops scripts can use directly.
 
-A replay re-runs the same request: its status goes back to ``queued``, its
-run number goes up by one, a :class:`~cancel247.audit.models.Replay` row
+A replay re-runs the same request. Its status goes back to ``queued`` and
+its run number goes up by one. A :class:`~cancel247.audit.models.Replay` row
 records who, when, why and the selection used, and the same request id is
 sent to the queue again. The status change is a compare-and-set on
 (status, run) in the database, so two operators replaying overlapping sets
@@ -386,11 +386,11 @@ def replay(
         else:
             pacer.wait()
             with store.transaction() as session:
-                taken = _take_for_replay(
+                claimed = _take_for_replay(
                     session, row, actor=actor, reason=reason, selection_json=selection_json,
                     forced=status not in REPLAYABLE_STATUSES, batch_id=result.batch_id,
                 )
-            if not taken:
+            if not claimed:
                 result.skipped_changed.append(row.request_id)
             elif result.send_error is not None:
                 result.send_failed.append(row.request_id)

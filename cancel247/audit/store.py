@@ -102,7 +102,9 @@ class AuditStore:
             with self._sessions.begin() as session:
                 yield session
         except SQLAlchemyError as exc:
-            raise AuditUnavailable(f"audit store write failed: {type(exc).__name__}: {exc.args[0] if exc.args else ''}") from exc
+            cause = getattr(exc, "orig", None) or exc
+            first_line = str(cause).splitlines()[0] if str(cause) else ""
+            raise AuditUnavailable(f"audit store write failed: {type(cause).__name__}: {first_line}") from exc
 
     # Producer side ----------------------------------------------------------
 

@@ -150,6 +150,9 @@ class RequestRun:
         if self.last_attempt_id is not None:
             self.runtime.store.set_wait(self.last_attempt_id, wait)
 
+    # NOTE: the last attempt's row and the request's final status are written
+    # in two transactions. If the second fails, the redelivered task runs the
+    # request again and may call the carrier once more.
     def _finish(self, reply: CarrierReply, *, exhausted: bool, login: bool = False) -> RequestStatus:
         status = _final_status(reply, maybe_applied=self.maybe_applied)
         if login and status == RequestStatus.REJECTED:
