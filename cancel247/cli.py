@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from cancel247.validation import InvalidOrderCode, validate_order_code
 
 # Column names recognised as the order code in a CSV file, compared without case.
 ORDER_CODE_COLUMNS = ("order_code", "ordercode", "order", "code", "ma_don_hang", "mã đơn hàng")
+# Width of tables written to a pipe or file, in characters.
+PIPE_WIDTH = 200
 # Files with more codes than this show a progress bar while enqueueing.
 PROGRESS_THRESHOLD = 500
 
@@ -33,11 +36,39 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(*, check_schema: bool = True) -> Settings:
+    """Read the settings and, unless told not to, check the audit store's schema; exit with one line on failure."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cancel247.audit import migrate
+    from cancel247.audit.db import get_engine
+
     try:
-        return get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         fail(str(exc))
+    if not check_schema:
+        return settings
+    engine = get_engine(settings.database_url.get_secret_value())
+    try:
+        migrate.check_schema(engine)
+    except migrate.SchemaOutdated as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        fail(
+            f"cannot open the audit store at {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(cause).splitlines()[0]}; check CANCEL247_DATABASE_URL"
+        )
+    return settings
+
+
+def output_console(*, stderr: bool = False) -> Console:
+    """Return a console for tables; off a terminal it is wide, so piped tables stay readable."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or "COLUMNS" in os.environ:
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=PIPE_WIDTH)
 
 
 def setup_logging(level: str) -> None:
@@ -72,7 +103,7 @@ def db_upgrade(revision: str) -> None:
 
     from cancel247.audit import migrate
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(check_schema=False)
     try:
         migrate.upgrade(settings.database_url.get_secret_value(), revision)
     except SQLAlchemyError as exc:
@@ -86,7 +117,7 @@ def db_current() -> None:
     from cancel247.audit import migrate
     from cancel247.audit.db import get_engine
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(check_schema=False)
     engine = get_engine(settings.database_url.get_secret_value())
     click.echo(f"current: {migrate.current_revision(engine) or 'none'}")
     click.echo(f"head:    {migrate.head_revision()}")
@@ -107,7 +138,11 @@ def read_codes(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
     lines = text.splitlines()
     if not lines:
         return
-    first = next(csv.reader([lines[0]]))
+    try:
+        dialect: Any = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    first = next(csv.reader([lines[0]], dialect))
     header = [cell.strip().lower() for cell in first]
     wanted = column.strip().lower() if column else None
     if wanted is None and len(header) > 1:
@@ -125,7 +160,7 @@ def read_codes(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
     if wanted not in header:
         fail(f"column {column!r} not found in {str(path)!r}; its columns are {', '.join(first)}")
     index = header.index(wanted)
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, row in enumerate(csv.reader(io.StringIO(text), dialect), start=1):
         if number == 1 or not any(cell.strip() for cell in row):
             continue
         yield number, (row[index].strip() if index < len(row) else "")
@@ -218,7 +253,7 @@ def worker(concurrency: int | None, pool: str | None, loglevel: str, celery_args
 
     Extra arguments are passed to `celery worker` unchanged.
     """
-    settings = settings_or_exit()
+    settings = settings_or_exit(check_schema=False)
     try:
         settings.require_carrier()
         settings.check_visibility_timeout()
@@ -325,7 +360,7 @@ def history(order_code: str, as_json: bool) -> None:
     if not requests:
         click.echo(f"no requests recorded for order {order_code!r}")
         return
-    print_history(Console(), requests, settings.zone)
+    print_history(output_console(), requests, settings.zone)
 
 
 # failed and replay ----------------------------------------------------------------
@@ -369,22 +404,21 @@ def build_selection(settings: Settings, values: dict[str, Any], *, extra_ids: tu
 def _listing_table(rows: list[Any], zone: Any) -> Any:
     from rich.table import Table
 
-    from cancel247.report import STATUS_STYLES
+    from cancel247.report import escape, styled_status
 
     table = Table()
     for column in ("received", "request id", "order", "status", "code", "last outcome", "calls", "source"):
         table.add_column(column, no_wrap=True)
     for row in rows:
-        style = STATUS_STYLES.get(row.status, "")
         table.add_row(
             row.created_at.astimezone(zone).isoformat(sep=" ", timespec="seconds"),
             row.request_id,
-            row.order_code,
-            f"[{style}]{row.status}[/{style}]",
-            row.error_code or "-",
+            escape(row.order_code),
+            styled_status(row.status),
+            escape(row.error_code or "-"),
             row.last_outcome or "-",
             str(row.attempts),
-            row.source or "-",
+            escape(row.source or "-"),
         )
     return table
 
@@ -392,7 +426,7 @@ def _listing_table(rows: list[Any], zone: Any) -> Any:
 def _breakdown(console: Console, total: int, by_reason: Any) -> None:
     console.print(f"{total} request(s)")
     for reason, count in by_reason.most_common():
-        console.print(f"  {count:>6}  {reason}", markup=False)
+        console.print(f"  {count:>6}  {reason}", markup=False, highlight=False)
 
 
 @cli.command()
@@ -416,7 +450,7 @@ def failed(limit: int, as_json: bool, **values: Any) -> None:
             ensure_ascii=False, indent=2,
         ))
         return
-    console = Console()
+    console = output_console()
     if listing.rows:
         console.print(_listing_table(listing.rows, settings.zone))
         if listing.total > len(listing.rows):
@@ -468,7 +502,7 @@ def replay(targets: tuple[str, ...], file_path: Path | None, everything: bool, r
     if plan.listing.total == 0:
         click.echo("nothing to replay")
         return
-    _print_plan(Console(), plan, settings.zone)
+    _print_plan(output_console(), plan, settings.zone)
     if dry_run:
         click.echo("dry run: nothing changed")
         return
@@ -498,7 +532,7 @@ def replay(targets: tuple[str, ...], file_path: Path | None, everything: bool, r
     if result.skipped_changed:
         problems.append(f"{len(result.skipped_changed)} changed meanwhile (another replay or a worker took them)")
     if result.send_failed:
-        problems.append(f"{len(result.send_failed)} set to queued but not sent: {result.send_error}")
+        problems.append(f"{len(result.send_failed)} not sent and recorded as failed again: {result.send_error}")
     if problems:
         fail("not all selected requests were enqueued: " + "; ".join(problems), code=1)
 

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from urllib.parse import urlsplit
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -101,14 +103,21 @@ class Settings(BaseSettings):
                 "is not a SQLAlchemy URL; use postgresql+psycopg://user@host/db or sqlite:///path"
             ) from None
         if url.get_backend_name() not in ("postgresql", "sqlite"):
-            raise ValueError("must be a postgresql+psycopg:// or sqlite:/// URL")
+            raise ValueError("must be a postgresql:// (psycopg) or sqlite:/// URL")
         return value
 
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("redis://", "rediss://", "redis+socket://")):
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "redis+socket://")):
             raise ValueError("must be a redis://, rediss:// or redis+socket:// URL")
+        if url.startswith(("redis://", "rediss://")):
+            database = urlsplit(url).path.lstrip("/")
+            if database and not database.isdigit():
+                raise ValueError(
+                    f"database {database!r} after the host must be a number, e.g. redis://127.0.0.1:6379/0"
+                )
         return value
 
     @field_validator("timezone")
@@ -166,7 +175,7 @@ class Settings(BaseSettings):
         if self.api_url is None:
             raise ConfigError(
                 f"{ENV_PREFIX}API_URL is missing: set it to the carrier's base URL, "
-                "e.g. https://customer-api.247express.vn"
+                "e.g. https://customer-api.247express.vn, or to the URL `cancel247 sandbox` prints"
             )
         if not (self.has_login or self.has_fixed_token):
             raise ConfigError(
@@ -186,7 +195,8 @@ class Settings(BaseSettings):
             )
 
 
-_SECRET_FIELDS = {"token", "password", "broker_url", "database_url"}
+# Values never echoed in error messages: credentials, and URLs that may carry them.
+_SECRET_FIELDS = {"token", "password", "broker_url", "database_url", "api_url"}
 
 
 def _describe(error: dict[str, Any]) -> str:

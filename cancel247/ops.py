@@ -282,7 +282,7 @@ class ReplayResult:
     skipped_changed: list[str] = field(default_factory=list)
     needs_force: list[str] = field(default_factory=list)
     not_final: list[str] = field(default_factory=list)
-    # Requests set back to queued whose message could not be sent.
+    # Requests whose message could not be sent; they are set to failed again.
     send_failed: list[str] = field(default_factory=list)
     send_error: str | None = None
 
@@ -376,6 +376,28 @@ def replay(
 
     with Session(store.engine) as session:
         candidates = [_row(r) for r in session.execute(build_query(selection))]
+    try:
+        _replay_rows(producer, candidates, result, actor=actor, reason=reason, force=force,
+                     selection_json=selection_json, pacer=pacer, on_progress=on_progress)
+    finally:
+        if result.send_failed:
+            store.mark_unsent(result.send_failed, f"replay not sent: {result.send_error}")
+    return result
+
+
+def _replay_rows(
+    producer: Producer,
+    candidates: list[RequestRow],
+    result: ReplayResult,
+    *,
+    actor: str,
+    reason: str,
+    force: bool,
+    selection_json: str,
+    pacer: _Pacer,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    store = producer.store
 
     for row in candidates:
         status = RequestStatus(row.status)
@@ -399,12 +421,11 @@ def replay(
                     producer.publish([NewRequest(row.request_id, row.order_code, reason=row.request_reason, source=row.source)])
                     result.enqueued.append(row.request_id)
                 except EnqueueError as exc:
-                    # Stop sending once the broker fails; the rest stay queued in the store.
+                    # Stop sending once the broker fails; the rest are set to failed again.
                     result.send_error = str(exc)
                     result.send_failed.append(row.request_id)
         if on_progress is not None:
             on_progress(1)
-    return result
 
 
 def request_ids_or_codes(values: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -8,9 +8,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STATUS_STYLES = {
+    "queued": "blue",
+    "in_progress": "blue",
     "succeeded": "green",
     "rejected": "yellow",
     "failed": "red",
@@ -31,16 +34,21 @@ def local_time(value: str | None, zone: ZoneInfo, *, clock_only: bool = False) -
 
 
 def _cell(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
+    """Format a value for a table cell; text from outside is escaped, never read as markup."""
+    return "-" if value is None or value == "" else escape(str(value))
+
+
+def styled_status(status: str) -> str:
+    style = STATUS_STYLES.get(status, "bold")
+    return f"[{style}]{escape(status)}[/{style}]"
 
 
 def print_history(console: Console, requests: list[dict[str, Any]], zone: ZoneInfo) -> None:
     """Print each request of an order and a table of its attempts."""
     for request in requests:
-        style = STATUS_STYLES.get(request["status"], "")
         console.print(
-            f"[bold]request {request['request_id']}[/bold]  order {request['order_code']}  "
-            f"status [{style}]{request['status']}[/{style}]  run {request['run']}"
+            f"[bold]request {request['request_id']}[/bold]  order {escape(request['order_code'])}  "
+            f"status {styled_status(request['status'])}  run {request['run']}"
         )
         console.print(f"  received {local_time(request['created_at'], zone)}  finished {local_time(request['finished_at'], zone)}")
         if request.get("source") or request.get("reason"):
@@ -97,7 +105,6 @@ def summary_table(rows: list[tuple[str, str | None]], title: str) -> Table:
     table.add_column("carrier code")
     table.add_column("requests", justify="right")
     for (status, code), count in sorted(counts.items(), key=lambda item: (item[0][0], item[0][1] or "")):
-        style = STATUS_STYLES.get(status, "")
-        table.add_row(f"[{style}]{status}[/{style}]", code or "-", str(count))
+        table.add_row(styled_status(status), _cell(code), str(count))
     table.add_row("[bold]total[/bold]", "", f"[bold]{sum(counts.values())}[/bold]")
     return table

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import uuid
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 from cancel247.audit import migrate
 from cancel247.audit.db import get_engine
 from cancel247.audit.models import CancelRequest
+from cancel247.audit.store import AuditStore, NewRequest
 from cancel247.local import settings_env
 from tests.conftest import Stack, new_order_code
 
@@ -37,7 +40,8 @@ def test_worker_without_api_url_one_line() -> None:
     result = run_cli("worker", env=settings_env({}))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: CANCEL247_API_URL is missing: set it to the carrier's base URL, e.g. https://customer-api.247express.vn"
+        "error: CANCEL247_API_URL is missing: set it to the carrier's base URL, "
+        "e.g. https://customer-api.247express.vn, or to the URL `cancel247 sandbox` prints"
     ]
 
 
@@ -148,3 +152,62 @@ def test_celery_command_refuses_bad_settings() -> None:
     )
     assert result.returncode == 2
     assert "error: CANCEL247_API_URL is missing" in result.stderr
+
+
+def test_unmigrated_store_one_line(tmp_path: Path) -> None:
+    env = settings_env({"database_url": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
+    result = run_cli("history", "WKH1", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "is at revision none (empty)" in lines[0]
+    assert "run `cancel247 db upgrade`" in lines[0]
+
+
+def test_history_shows_brackets_verbatim(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'markup.sqlite3'}"
+    migrate.upgrade(url)
+    AuditStore(get_engine(url)).record_queued([NewRequest(str(uuid.uuid4()), "WKH-MARKUP", reason="[urgent] see [/] ticket")])
+
+    result = run_cli("history", "WKH-MARKUP", env=settings_env({"database_url": url}))
+    assert result.returncode == 0, result.stderr
+    assert "[urgent] see [/] ticket" in result.stdout
+    assert "queued" in result.stdout
+
+
+def test_piped_table_is_wide(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'wide.sqlite3'}"
+    migrate.upgrade(url)
+    request_id = str(uuid.uuid4())
+    AuditStore(get_engine(url)).record_queued([NewRequest(request_id, "WKH091808-00002")])
+    env = {k: v for k, v in settings_env({"database_url": url}).items() if k != "COLUMNS"}
+
+    result = run_cli("failed", "--status", "queued", env=env)
+    assert result.returncode == 0, result.stderr
+    assert request_id in result.stdout
+    assert "WKH091808-00002" in result.stdout
+
+
+def test_enqueue_semicolon_csv(tmp_path: Path, cli_env: dict[str, Any]) -> None:
+    codes = tmp_path / "excel.csv"
+    codes.write_text("order_code;note\nBOM-0001;x\nBOM-0002;y\n", encoding="utf-8")
+    result = run_cli("enqueue", "--file", str(codes), "--json", env=settings_env(cli_env))
+    assert result.returncode == 0, result.stderr
+    assert [r["order_code"] for r in json.loads(result.stdout)] == ["BOM-0001", "BOM-0002"]
+
+
+def test_broker_down_records_failed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    migrate.upgrade(url)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = settings_env({"database_url": url, "broker_url": f"redis://127.0.0.1:{port}/0"})
+
+    result = run_cli("enqueue", "WKH-DOWN-1", env=env)
+    assert result.returncode == 1
+    assert "recorded as failed and can be sent with `cancel247 replay`" in result.stderr
+    with Session(get_engine(url)) as session:
+        request = session.execute(select(CancelRequest)).scalar_one()
+    assert request.status == "failed"
+    assert (request.detail or "").startswith("not sent: could not send to the broker")

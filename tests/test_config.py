@@ -47,8 +47,21 @@ def test_half_credentials_refused() -> None:
 
 
 def test_api_url_scheme_checked() -> None:
-    with pytest.raises(ConfigError, match="CANCEL247_API_URL='ftp://x' is invalid: must start with https://"):
-        load_settings(api_url="ftp://x")
+    with pytest.raises(ConfigError, match="CANCEL247_API_URL is invalid: must start with https://") as caught:
+        load_settings(api_url="ftp://user:pw-secret@x")
+    assert "pw-secret" not in str(caught.value)
+
+
+def test_broker_database_must_be_number() -> None:
+    with pytest.raises(ConfigError, match="CANCEL247_BROKER_URL is invalid: database 'abc' after the host must be a number"):
+        load_settings(broker_url="redis://127.0.0.1:6379/abc")
+
+
+def test_plain_postgresql_url_uses_psycopg() -> None:
+    from sqlalchemy import create_engine
+
+    settings = load_settings(database_url="postgresql://u:p@db/x")
+    assert create_engine(settings.database_url.get_secret_value()).dialect.driver == "psycopg"
 
 
 def test_database_url_error_hides_password() -> None:

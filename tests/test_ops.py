@@ -107,11 +107,18 @@ def test_force_gates_finished_requests(stack: Stack, carrier: SandboxState) -> N
     stack.wait([request_id])
     request = stack.request(request_id)
     assert request.run == 2
-    assert request.status == "rejected"
+    # The carrier's 14 confirms the first run's cancellation, so the request
+    # stays succeeded and still holds the order against duplicates.
+    assert request.status == "succeeded"
     assert request.error_code == "14"
+    assert "already cancelled by an earlier run" in (request.detail or "")
     [record] = stack.history(code)[0]["replays"]
     assert record["forced"] is True
     assert record["actor"] == "lan"
+    [again] = stack.enqueue(code)
+    stack.wait([again])
+    assert stack.request(again).status == "duplicate"
+    assert stack.request(again).duplicate_of == request_id
 
 
 def test_concurrent_replays_enqueue_once(stack: Stack, carrier: SandboxState) -> None:

@@ -29,3 +29,18 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+class SchemaOutdated(Exception):
+    """The audit store is not at the newest migration; the message says what to run."""
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise SchemaOutdated unless the database is at the newest revision shipped."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        raise SchemaOutdated(
+            f"the audit store at {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current or 'none (empty)'}, expected {head}: run `cancel247 db upgrade`"
+        )

@@ -61,6 +61,8 @@ class Claim:
     maybe_applied: bool
     interrupted: int = 0
     duplicate_of: str | None = None
+    # True when an earlier run of this request got the carrier's success.
+    succeeded_before: bool = False
 
     @property
     def may_call(self) -> bool:
@@ -130,6 +132,16 @@ class AuditStore:
                 .values(status=RequestStatus.INVALID.value, finished_at=now, updated_at=now, detail=detail)
             )
 
+    def mark_unsent(self, request_ids: list[str], detail: str) -> None:
+        """End still-queued requests whose message could not be sent as ``failed``, so ops can replay them."""
+        now = utcnow()
+        with self.transaction() as session:
+            session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.id.in_(request_ids), CancelRequest.status == RequestStatus.QUEUED.value)
+                .values(status=RequestStatus.FAILED.value, finished_at=now, updated_at=now, detail=detail)
+            )
+
     # Worker side --------------------------------------------------------------
 
     def claim(self, new: NewRequest) -> Claim:
@@ -181,7 +193,18 @@ class AuditStore:
                 ).scalar_one()
                 > 0
             )
-            return Claim(RequestStatus.IN_PROGRESS, request.run, last_number, maybe_applied, interrupted)
+            succeeded_before = (
+                session.execute(
+                    select(func.count())
+                    .select_from(Attempt)
+                    .where(Attempt.request_id == request.id, Attempt.outcome == Outcome.SUCCEEDED.value)
+                ).scalar_one()
+                > 0
+            )
+            return Claim(
+                RequestStatus.IN_PROGRESS, request.run, last_number, maybe_applied, interrupted,
+                succeeded_before=succeeded_before,
+            )
 
     def _take_order(self, session: Session, request: CancelRequest, now: datetime) -> str | None:
         """Move ``request`` to in_progress; return the holder's id if another request has the order."""

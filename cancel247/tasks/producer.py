@@ -27,7 +27,11 @@ BULK_CHUNK = 1000
 
 
 class EnqueueError(Exception):
-    """The broker refused or could not be reached; the requests stay ``queued`` in the audit store."""
+    """The broker could not be reached; the unsent requests are recorded as ``failed``."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _check_text(name: str, value: str | None, limit: int) -> None:
@@ -71,7 +75,16 @@ class Producer:
                 for code in chunk
             ]
             self.store.record_queued(batch)
-            self.publish(batch)
+            try:
+                self.publish(batch)
+            except EnqueueError as exc:
+                unsent = [r.request_id for r in batch]
+                self.store.mark_unsent(unsent, f"not sent: {exc.reason}")
+                raise EnqueueError(
+                    f"{exc.reason}; {len(ids)} request(s) were sent, the next {len(unsent)} are recorded as failed "
+                    "and can be sent with `cancel247 replay` once the broker is back",
+                    reason=exc.reason,
+                ) from exc.__cause__
             ids.extend(r.request_id for r in batch)
             if on_progress is not None:
                 on_progress(len(chunk))
@@ -94,10 +107,8 @@ class Producer:
                         serializer="json",
                     )
         except OperationalError as exc:
-            raise EnqueueError(
-                f"could not send {len(batch)} request(s) to the broker ({exc}); they are recorded as "
-                "queued in the audit store and can be re-sent"
-            ) from exc
+            reason = f"could not send to the broker: {exc}"
+            raise EnqueueError(reason, reason=reason) from exc
 
 
 _default: Producer | None = None

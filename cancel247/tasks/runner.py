@@ -29,9 +29,12 @@ from cancel247.worker.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def _final_status(reply: CarrierReply, *, maybe_applied: bool) -> RequestStatus:
+def _final_status(reply: CarrierReply, *, maybe_applied: bool, succeeded_before: bool = False) -> RequestStatus:
     """Map the last reply of a run to the request's terminal status."""
     if reply.outcome == Outcome.SUCCEEDED:
+        return RequestStatus.SUCCEEDED
+    if reply.outcome == Outcome.PERMANENT and reply.error_code == CODE_STATUS_INVALID and succeeded_before:
+        # A forced replay of a cancelled order: 14 confirms the earlier success.
         return RequestStatus.SUCCEEDED
     if reply.outcome == Outcome.PERMANENT:
         # "Status invalid" after a call that may have gone through is most
@@ -61,6 +64,7 @@ class RequestRun:
         self.number = 0
         self.calls = 0
         self.maybe_applied = False
+        self.succeeded_before = False
         self.relogged = False
         self.last_attempt_id: int | None = None
 
@@ -92,6 +96,7 @@ class RequestRun:
         self.run = claim.run
         self.number = claim.last_attempt_number
         self.maybe_applied = claim.maybe_applied
+        self.succeeded_before = claim.succeeded_before
 
         retrying = self.runtime.policy.retrying(sleep=self.sleep, before_sleep=self._before_sleep)
         try:
@@ -154,7 +159,7 @@ class RequestRun:
     # in two transactions. If the second fails, the redelivered task runs the
     # request again and may call the carrier once more.
     def _finish(self, reply: CarrierReply, *, exhausted: bool, login: bool = False) -> RequestStatus:
-        status = _final_status(reply, maybe_applied=self.maybe_applied)
+        status = _final_status(reply, maybe_applied=self.maybe_applied, succeeded_before=self.succeeded_before)
         if login and status == RequestStatus.REJECTED:
             status = RequestStatus.FAILED
         detail = reply.summary()
@@ -162,6 +167,8 @@ class RequestRun:
             detail = f"carrier login failed: {detail}"
         if exhausted:
             detail = f"retries exhausted after {self.calls} call(s): {detail}"
+        if status == RequestStatus.SUCCEEDED and reply.outcome != Outcome.SUCCEEDED:
+            detail += "; the order was already cancelled by an earlier run of this request"
         if status == RequestStatus.UNCERTAIN:
             detail += "; an earlier call may have cancelled the order: check it with the carrier"
         self.runtime.store.finish_request(self.new.request_id, status, error_code=reply.error_code, detail=detail)

@@ -8,6 +8,8 @@ from typing import Any
 
 from celery.signals import worker_init
 
+from cancel247.audit.db import get_engine
+from cancel247.audit.migrate import SchemaOutdated, check_schema
 from cancel247.config import ConfigError, get_settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,8 @@ def _check_settings(**_: Any) -> None:
         settings = get_settings()
         settings.require_carrier()
         settings.check_visibility_timeout()
-    except ConfigError as exc:
+        check_schema(get_engine(settings.database_url.get_secret_value()))
+    except (ConfigError, SchemaOutdated) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     log.info(
