@@ -37,7 +37,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def settings_or_exit(*, check_schema: bool = True) -> Settings:
-    """Read the settings and, unless told not to, check the audit store's schema; exit with one line on failure."""
+    """Read the settings and, if ``check_schema``, check the audit store's migration level.
+
+    Exits with one line on failure.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
     from cancel247.audit import migrate

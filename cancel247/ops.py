@@ -39,8 +39,8 @@ from cancel247.audit.models import (
 from cancel247.audit.store import NewRequest, utcnow
 from cancel247.tasks.producer import EnqueueError, Producer
 
-# Replays sent per second unless --rate says otherwise: a few seconds' worth
-# of normal traffic, so a replay after an outage does not cause the next one.
+# Replays sent per second unless --rate sets another value: a few seconds'
+# worth of normal traffic, so a replay after an outage does not cause the next one.
 DEFAULT_REPLAY_RATE_PER_SECOND = 20.0
 # Rows fetched per query while replaying a large selection.
 REPLAY_PAGE_SIZE = 500
@@ -52,7 +52,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 
 class SelectionError(ValueError):
-    """A selection that cannot be used; the message says which value and why."""
+    """A selection that cannot be used. The message names the value and the problem."""
 
 
 def parse_time(value: str, *, zone: ZoneInfo, now: datetime | None = None) -> datetime:
@@ -76,7 +76,7 @@ def parse_time(value: str, *, zone: ZoneInfo, now: datetime | None = None) -> da
 
 @dataclass(frozen=True)
 class Selection:
-    """Which requests to list or replay. Empty fields do not filter."""
+    """Filters choosing the requests to list or replay. Empty fields do not filter."""
 
     request_ids: tuple[str, ...] = ()
     order_codes: tuple[str, ...] = ()
@@ -247,7 +247,7 @@ def find_requests(session: Session, selection: Selection, *, limit: int | None =
 
 @dataclass
 class ReplayPlan:
-    """What a replay would do: which requests it sends and which it holds back."""
+    """Preview of a replay: the matching requests and the ones it would not send."""
 
     listing: Listing
     force: bool
@@ -301,7 +301,7 @@ def default_actor() -> str:
 def _take_for_replay(
     session: Session, row: RequestRow, *, actor: str, reason: str, selection_json: str, forced: bool, batch_id: str
 ) -> bool:
-    """Move one request back to queued with a new run, if nobody changed it since it was read."""
+    """Move one request back to queued with a new run, unless its status or run changed since it was read."""
     now = utcnow()
     result = session.execute(
         update(CancelRequest)

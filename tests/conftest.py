@@ -8,7 +8,6 @@ CANCEL247_TEST_POSTGRES_URL). A missing service makes them fail, never skip.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,11 +206,3 @@ def _assert_no_secrets(log_text: str, backend: str) -> None:
     for secret in (DEFAULT_TOKEN, DEFAULT_PASSWORD):
         assert secret not in log_text, f"a secret reached the {backend} worker log"
 
-
-def wait_for(predicate: Any, timeout_seconds: float = 10, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{message} not met after {timeout_seconds} s")

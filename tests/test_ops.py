@@ -108,7 +108,7 @@ def test_force_gates_finished_requests(stack: Stack, carrier: SandboxState) -> N
     request = stack.request(request_id)
     assert request.run == 2
     # The carrier's 14 confirms the first run's cancellation, so the request
-    # stays succeeded and still holds the order against duplicates.
+    # stays succeeded and a new request for the order is still a duplicate.
     assert request.status == "succeeded"
     assert request.error_code == "14"
     assert "already cancelled by an earlier run" in (request.detail or "")

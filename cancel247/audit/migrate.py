@@ -32,7 +32,7 @@ def current_revision(engine: Engine) -> str | None:
 
 
 class SchemaOutdated(Exception):
-    """The audit store is not at the newest migration; the message says what to run."""
+    """The audit store is not at the newest migration. The message names the command to run."""
 
 
 def check_schema(engine: Engine) -> None:

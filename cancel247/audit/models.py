@@ -61,8 +61,8 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 
-# A request in one of these statuses holds its order: the partial unique index
-# below lets at most one request per order code be in them at a time.
+# The partial unique index below lets at most one request per order code be
+# in one of these statuses at a time, which is what makes later ones duplicates.
 CLAIMING_STATUSES = (RequestStatus.IN_PROGRESS, RequestStatus.SUCCEEDED)
 
 

@@ -51,7 +51,7 @@ class NewRequest:
 
 @dataclass(frozen=True)
 class Claim:
-    """What the worker may do with a request it received."""
+    """Result of claiming a received request: whether the worker may call the carrier, and the run's state."""
 
     status: RequestStatus
     run: int

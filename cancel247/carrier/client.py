@@ -2,9 +2,9 @@
 
 One :class:`CarrierClient` per worker process, shared by its threads. The
 requests session keeps one connection pool sized to the worker's concurrency,
-with separate connect and read timeouts and no retries of its own: the retry
-policy in :mod:`cancel247.retry` is the only retry budget, so that every call
-that leaves the process has an audit row.
+with separate connect and read timeouts and no retries of its own. The retry
+policy in :mod:`cancel247.retry` is the only retry budget, so every call that
+leaves the process has an audit row.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def classify_cancel_response(status: int, headers: Any, content: bytes) -> Carri
         elif 400 <= status < 500:
             outcome = Outcome.PERMANENT
         else:
-            # 2xx, 3xx or 5xx without a readable answer: the carrier may
+            # 2xx, 3xx or 5xx without a readable reply: the carrier may
             # have acted before the proxy or the connection failed.
             outcome = Outcome.AMBIGUOUS
         if not content.strip():

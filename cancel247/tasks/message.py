@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, ValidationError
@@ -14,7 +13,7 @@ MAX_SOURCE_LENGTH = 100
 
 
 class InvalidMessage(ValueError):
-    """A task message that cannot be processed; the message says which field and why."""
+    """A task message that cannot be processed. The message names the field and the problem."""
 
 
 class CancelMessage(BaseModel):
@@ -53,6 +52,3 @@ def order_code_of(kwargs: dict[str, Any]) -> str:
         return code
     return "" if code is None else repr(code)
 
-
-def received_at(message: CancelMessage) -> datetime | None:
-    return message.enqueued_at

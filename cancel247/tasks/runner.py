@@ -137,7 +137,7 @@ class RequestRun:
             self.maybe_applied = True
         if reply.outcome == Outcome.AUTH and client.can_login and not self.relogged:
             self.relogged = True
-            log.info("%s credentials refused (%s): logging in again", self._log_prefix(), reply.summary())
+            log.info("%s credentials rejected (%s): logging in again", self._log_prefix(), reply.summary())
             try:
                 client.relogin(credentials)
             except LoginError as exc:
