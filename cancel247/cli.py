@@ -576,6 +576,10 @@ def demo(keep: bool, timeout: float) -> None:
     sys.exit(run_demo(keep=keep, timeout_seconds=timeout))
 
 
+# Commands defined in other modules register themselves on ``cli`` when imported.
+from cancel247 import cli_audit, cli_reliability  # noqa: E402, F401
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

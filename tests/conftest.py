@@ -3,6 +3,9 @@
 Integration tests need Redis on 127.0.0.1:6379 and PostgreSQL on
 127.0.0.1:5432 (override with CANCEL247_TEST_REDIS_URL and
 CANCEL247_TEST_POSTGRES_URL). A missing service makes them fail, never skip.
+Two runs at once on one machine need different CANCEL247_TEST_REDIS_URL
+database numbers and CANCEL247_TEST_NAMESPACE values, which suffix the
+PostgreSQL database names.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from cancel247.tasks.producer import Producer
 
 REDIS_URL = os.environ.get("CANCEL247_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_ADMIN_URL = os.environ.get("CANCEL247_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-POSTGRES_TEST_DATABASE = "cancel247_test"
+POSTGRES_TEST_DATABASE = "cancel247_test" + os.environ.get("CANCEL247_TEST_NAMESPACE", "")
 
 # Retry settings of the test workers: four attempts and waits of a few
 # milliseconds, so fault scenarios finish quickly.
