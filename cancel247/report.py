@@ -23,13 +23,11 @@ STATUS_STYLES = {
 }
 
 
-def local_time(value: str | None, zone: ZoneInfo, *, clock_only: bool = False) -> str:
+def local_time(value: str | None, zone: ZoneInfo) -> str:
     """Format an ISO UTC timestamp in ``zone``: date, time to the millisecond and offset."""
     if value is None:
         return "-"
     moment = datetime.fromisoformat(value).astimezone(zone)
-    if clock_only:
-        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
     return moment.isoformat(sep=" ", timespec="milliseconds")
 
 
@@ -44,57 +42,83 @@ def styled_status(status: str) -> str:
 
 
 def print_history(console: Console, requests: list[dict[str, Any]], zone: ZoneInfo) -> None:
-    """Print each request of an order and a table of its attempts."""
+    """Print a timeline per request: received, each run's replay and attempts, and the final status."""
     for request in requests:
         console.print(
             f"[bold]request {request['request_id']}[/bold]  order {escape(request['order_code'])}  "
             f"status {styled_status(request['status'])}  run {request['run']}"
         )
-        console.print(f"  received {local_time(request['created_at'], zone)}  finished {local_time(request['finished_at'], zone)}")
-        if request.get("source") or request.get("reason"):
-            console.print(f"  source {_cell(request.get('source'))}  reason {_cell(request.get('reason'))}")
-        if request.get("detail"):
-            console.print(f"  detail: {request['detail']}", markup=False)
-        if not request["attempts"] and not request.get("replays"):
-            console.print("  no carrier calls")
-            continue
-        replays = {replay["run"]: replay for replay in request.get("replays", [])}
-        runs = sorted({a["run"] for a in request["attempts"]} | set(replays))
-        for run in runs:
-            replay = replays.get(run)
-            if replay is not None:
-                forced = ", forced" if replay["forced"] else ""
-                console.print(
-                    f"  run {run}: replayed {local_time(replay['created_at'], zone)} by {replay['actor']} "
-                    f"(was {replay['previous_status']}{forced}): {replay['reason']}",
-                    markup=False,
-                )
-            elif len(runs) > 1:
-                console.print(f"  run {run}:")
-            _print_attempts(console, [a for a in request["attempts"] if a["run"] == run], request, zone)
+        console.print(timeline(request, zone))
 
 
-def _print_attempts(console: Console, attempts: list[dict[str, Any]], request: dict[str, Any], zone: ZoneInfo) -> None:
-    if not attempts:
-        console.print("  no carrier calls in this run")
-        return
-    offset = datetime.fromisoformat(request["created_at"]).astimezone(zone).strftime("%z")
-    table = Table(show_edge=False, pad_edge=False, caption=f"times in {zone.key} (UTC{offset[:3]}:{offset[3:]})")
-    for column in ("#", "started", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "note"):
+def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
+    """The events of one request, in the order they happened, as a table."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("time", "event", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "worker", "note"):
         table.add_column(column, overflow="fold")
-    for attempt in attempts:
-        table.add_row(
-            str(attempt["number"]),
-            local_time(attempt["started_at"], zone, clock_only=True),
-            attempt["outcome"],
-            _cell(attempt["http_status"]),
-            _cell(attempt["error_code"]),
-            _cell(attempt["message"]),
-            _cell(round(attempt["duration_ms"]) if attempt["duration_ms"] is not None else None),
-            _cell(f"{attempt['wait_seconds']:.3f}" if attempt["wait_seconds"] is not None else None),
-            _cell(attempt.get("detail")),
-        )
-    console.print(table)
+    blank = ("",) * 7
+
+    received = " ".join(
+        f"{label} {request[key]}" for label, key in (("source", "source"), ("reason", "reason")) if request.get(key)
+    )
+    table.add_row(local_time(request["created_at"], zone), "received", *blank, _cell(received or None))
+
+    replays = {replay["run"]: replay for replay in request.get("replays", [])}
+    runs = sorted({a["run"] for a in request["attempts"]} | set(replays))
+    for run in runs:
+        replay = replays.get(run)
+        if replay is not None:
+            forced = ", forced" if replay["forced"] else ""
+            table.add_row(
+                local_time(replay["created_at"], zone),
+                f"replay, run {run}",
+                *blank,
+                _cell(f"by {replay['actor']} (was {replay['previous_status']}{forced}): {replay['reason']}"),
+            )
+        for attempt in (a for a in request["attempts"] if a["run"] == run):
+            table.add_row(
+                local_time(attempt["started_at"], zone),
+                f"attempt {attempt['number']}",
+                styled_outcome(attempt["outcome"]),
+                _cell(attempt["http_status"]),
+                _cell(attempt["error_code"]),
+                _cell(attempt["message"]),
+                _cell(f"{attempt['duration_ms']:.0f}" if attempt["duration_ms"] is not None else None),
+                _cell(f"{attempt['wait_seconds']:.3f}" if attempt["wait_seconds"] is not None else None),
+                _cell(attempt.get("worker")),
+                _cell(attempt.get("detail")),
+            )
+
+    if request["status"] in ("queued", "in_progress"):
+        event, when = "waiting", request.get("updated_at")
+    else:
+        event, when = "final", request["finished_at"]
+    table.add_row(
+        local_time(when, zone),
+        event,
+        styled_status(request["status"]),
+        "",
+        _cell(request.get("error_code")),
+        *("",) * 4,
+        _cell(request.get("detail")),
+    )
+    return table
+
+
+OUTCOME_STYLES = {
+    "succeeded": "green",
+    "transient": "yellow",
+    "ambiguous": "magenta",
+    "permanent": "red",
+    "auth": "red",
+    "interrupted": "magenta",
+    "in_flight": "blue",
+}
+
+
+def styled_outcome(outcome: str) -> str:
+    style = OUTCOME_STYLES.get(outcome, "bold")
+    return f"[{style}]{escape(outcome)}[/{style}]"
 
 
 def summary_table(rows: list[tuple[str, str | None]], title: str) -> Table:

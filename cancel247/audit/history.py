@@ -29,6 +29,44 @@ def _replay(replay: Replay) -> dict[str, Any]:
     }
 
 
+def request_record(r: CancelRequest) -> dict[str, Any]:
+    """One request with its replays and attempts, in the stable shape described in :func:`order_history`."""
+    return {
+        "request_id": r.id,
+        "order_code": r.order_code,
+        "status": r.status,
+        "run": r.run,
+        "reason": r.reason,
+        "source": r.source,
+        "created_at": _iso(r.created_at),
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at),
+        "updated_at": _iso(r.updated_at),
+        "error_code": r.error_code,
+        "detail": r.detail,
+        "duplicate_of": r.duplicate_of,
+        "replays": [_replay(p) for p in r.replays],
+        "attempts": [
+            {
+                "number": a.number,
+                "run": a.run,
+                "outcome": a.outcome,
+                "http_status": a.http_status,
+                "error_code": a.error_code,
+                "message": a.message,
+                "detail": a.detail,
+                "body_excerpt": a.body_excerpt,
+                "duration_ms": a.duration_ms,
+                "wait_seconds": a.wait_seconds,
+                "worker": a.worker,
+                "started_at": _iso(a.started_at),
+                "finished_at": _iso(a.finished_at),
+            }
+            for a in r.attempts
+        ],
+    }
+
+
 def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
     """Return every request for ``order_code``, oldest first, each with its attempts.
 
@@ -45,39 +83,9 @@ def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
         .order_by(CancelRequest.created_at, CancelRequest.id)
         .options(selectinload(CancelRequest.attempts), selectinload(CancelRequest.replays))
     ).scalars()
-    return [
-        {
-            "request_id": r.id,
-            "order_code": r.order_code,
-            "status": r.status,
-            "run": r.run,
-            "reason": r.reason,
-            "source": r.source,
-            "created_at": _iso(r.created_at),
-            "started_at": _iso(r.started_at),
-            "finished_at": _iso(r.finished_at),
-            "error_code": r.error_code,
-            "detail": r.detail,
-            "duplicate_of": r.duplicate_of,
-            "replays": [_replay(p) for p in r.replays],
-            "attempts": [
-                {
-                    "number": a.number,
-                    "run": a.run,
-                    "outcome": a.outcome,
-                    "http_status": a.http_status,
-                    "error_code": a.error_code,
-                    "message": a.message,
-                    "detail": a.detail,
-                    "body_excerpt": a.body_excerpt,
-                    "duration_ms": a.duration_ms,
-                    "wait_seconds": a.wait_seconds,
-                    "worker": a.worker,
-                    "started_at": _iso(a.started_at),
-                    "finished_at": _iso(a.finished_at),
-                }
-                for a in r.attempts
-            ],
-        }
-        for r in requests
-    ]
+    return [request_record(r) for r in requests]
+
+
+def order_code_of_request(session: Session, request_id: str) -> str | None:
+    """The order code of request ``request_id``, or None when no such request is stored."""
+    return session.execute(select(CancelRequest.order_code).where(CancelRequest.id == request_id)).scalar_one_or_none()

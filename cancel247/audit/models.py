@@ -133,6 +133,7 @@ class CancelRequest(Base):
         Index("ix_cancel_requests_order_code_created_at", "order_code", "created_at"),
         Index("ix_cancel_requests_created_at", "created_at"),
         Index("ix_cancel_requests_status_updated_at", "status", "updated_at"),
+        Index("ix_cancel_requests_finished_at", "finished_at"),
     )
 
 
@@ -166,7 +167,7 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("request_id", "number"),
         CheckConstraint(f"outcome IN ({_sql_list(Outcome)})", name="outcome"),
-        Index("ix_cancel_attempts_started_at", "started_at"),
+        Index("ix_cancel_attempts_started_at_id", "started_at", "id"),
     )
 
 
@@ -202,4 +203,5 @@ class Replay(Base):
         UniqueConstraint("request_id", "run"),
         Index("ix_cancel_replays_batch_id", "batch_id"),
         Index("ix_cancel_replays_created_at", "created_at"),
+        Index("ix_cancel_replays_request_id", "request_id"),
     )
