@@ -243,10 +243,22 @@ def prune(before: str, export_path: Path | None, dry_run: bool, yes: bool) -> No
         if not click.confirm(f"delete {counts.requests} request(s) and their history?", default=False):
             fail("cancelled: nothing deleted", code=1)
 
-    with ExitStack() as stack:
-        stream = stack.enter_context(export_path.open("x", encoding="utf-8")) if export_path else None
-        progress = stack.enter_context(_progress())
-        bar = progress.add_task("pruning", total=counts.requests)
-        done = run_prune(store, cutoff, export=stream, progress=lambda n: progress.advance(bar, n))
+    from cancel247.audit.store import AuditUnavailable
+
+    deleted = 0
+
+    def advance(n: int) -> None:
+        nonlocal deleted
+        deleted += n
+        progress.advance(bar, n)
+
+    try:
+        with ExitStack() as stack:
+            stream = stack.enter_context(export_path.open("x", encoding="utf-8")) if export_path else None
+            progress = stack.enter_context(_progress())
+            bar = progress.add_task("pruning", total=counts.requests)
+            done = run_prune(store, cutoff, export=stream, progress=advance)
+    except AuditUnavailable as exc:
+        fail(f"prune stopped after deleting {deleted} request(s): {exc}", code=1)
     where = f"; written to {export_path} first" if export_path else ""
     click.echo(f"deleted {done.requests} request(s), {done.attempts} attempt(s), {done.replays} replay(s){where}")

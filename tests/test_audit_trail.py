@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ from cancel247.audit.models import Attempt, CancelRequest, Replay
 from cancel247.local import settings_env
 from cancel247.ops import Selection, replay
 from cancel247.sandbox import SandboxState
-from tests.conftest import POSTGRES_TEST_DATABASE, Stack, _recreate_postgres_database, new_order_code
+from tests.conftest import POSTGRES_ADMIN_URL, POSTGRES_TEST_DATABASE, Stack, _recreate_postgres_database, new_order_code
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,9 @@ def add_request(
     finished: datetime | None = None,
     error_code: str | None = None,
 ) -> CancelRequest:
+    finished_at = finished
+    if finished_at is None and status not in ("queued", "in_progress"):
+        finished_at = created + timedelta(seconds=1)
     request = CancelRequest(
         id=str(uuid.uuid4()),
         order_code=order_code or new_order_code(),
@@ -70,7 +74,7 @@ def add_request(
         source="shop-a",
         created_at=created,
         started_at=created + timedelta(milliseconds=5) if attempts else None,
-        finished_at=finished if finished is not None else (None if status in ("queued", "in_progress") else created + timedelta(seconds=1)),
+        finished_at=finished_at,
         updated_at=created + timedelta(seconds=1),
         error_code=error_code,
         detail="chi tiết",
@@ -133,7 +137,8 @@ def test_history_timeline_two_runs_with_replay(stack: Stack, carrier: SandboxSta
 
     by_id = run_cli("history", request_id, env=env)
     assert by_id.returncode == 0
-    assert request_id in by_id.stdout and "replay, run 2" in by_id.stdout
+    assert request_id in by_id.stdout
+    assert "replay, run 2" in by_id.stdout
 
 
 def test_history_unknown_order_exits_1(audit_url: str) -> None:
@@ -198,7 +203,8 @@ def test_export_period_boundaries_and_vietnamese(audit_url: str, tmp_path: Path)
     received = [json.loads(line)["order_code"] for line in per_request.stdout.splitlines()]
     assert received == ["EXP-inside", "EXP-last", "EXP-at-until"]
     inside = json.loads(per_request.stdout.splitlines()[0])
-    assert inside["attempts"] == 1 and inside["last_message"] == AWKWARD_MESSAGE
+    assert inside["attempts"] == 1
+    assert inside["last_message"] == AWKWARD_MESSAGE
 
 
 def run_cli_columns(grain: str) -> list[str]:
@@ -301,7 +307,8 @@ def test_stats_of_an_empty_period(audit_url: str) -> None:
     result = run_cli("stats", "--since", "2001-01-01", "--until", "2001-02-01", "--json", env=settings_env({"database_url": audit_url}))
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures["requests"] == 0 and figures["attempts"] == 0
+    assert figures["requests"] == 0
+    assert figures["attempts"] == 0
     assert figures["carrier_latency_ms"] == {"p50": None, "p95": None, "p99": None}
 
 
@@ -339,7 +346,8 @@ def test_prune_keeps_unfinished_and_export_round_trips(audit_url: str, tmp_path:
         assert session.execute(select(func.count()).select_from(CancelRequest)).scalar_one() == 10
 
     refused = run_cli("prune", "--before", "2025-06-01", env=env)
-    assert refused.returncode == 2 and "add --yes" in refused.stderr
+    assert refused.returncode == 2
+    assert "add --yes" in refused.stderr
 
     export_path = tmp_path / "pruned.jsonl"
     done = run_cli("prune", "--before", "2025-06-01", "--export", str(export_path), "--yes", env=env)
@@ -358,7 +366,8 @@ def test_prune_keeps_unfinished_and_export_round_trips(audit_url: str, tmp_path:
         assert session.execute(select(func.count()).select_from(Replay)).scalar_one() == 0
 
     again = run_cli("prune", "--before", "2025-06-01", "--export", str(export_path), "--yes", env=env)
-    assert again.returncode == 2 and "prune never overwrites an export" in again.stderr
+    assert again.returncode == 2
+    assert "prune never overwrites an export" in again.stderr
     assert len(export_path.read_text(encoding="utf-8").splitlines()) == 6
 
 
@@ -367,3 +376,87 @@ def test_prune_refuses_a_future_cutoff(audit_url: str) -> None:
     assert result.returncode == 2
     assert "--before '2999-01-01' is in the future" in result.stderr
 
+
+
+# docs/audit.md ----------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "audit.md"
+
+
+def sql_blocks() -> list[str]:
+    text = DOCS.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0].strip() for block in text.split("```sql\n")[1:]]
+
+
+def test_documented_queries_run_on_postgresql() -> None:
+    url = _recreate_postgres_database(f"{POSTGRES_TEST_DATABASE}_docs")
+    migrate.upgrade(url)
+    engine = get_engine(url)
+    with Session(engine) as session, session.begin():
+        request = add_request(
+            session, created=datetime.now(UTC) - timedelta(days=2), status="uncertain", order_code="WKH254074-19649",
+            attempts=[{"outcome": "ambiguous"}, {"outcome": "permanent", "error_code": "14", "message": CODE6_MESSAGE}],
+        )
+        session.flush()
+        session.add(Replay(request_id=request.id, run=2, previous_status="failed", actor="ops", reason="x",
+                           selection="{}", forced=False, batch_id=str(uuid.uuid4()), created_at=datetime.now(UTC)))
+    queries = [q for q in sql_blocks() if q.startswith(("SELECT", "WITH"))]
+    assert len(queries) == 10
+    with engine.connect() as connection:
+        results = [connection.exec_driver_sql(query).all() for query in queries]
+    assert results[0] and results[0][0][5] == "ambiguous"
+    assert results[3] == [("WKH254074-19649", request_id_of(engine), results[3][0][2], results[3][0][3])]
+    assert sum(n for _, n in results[6]) == 1
+    engine.dispose()
+
+
+def request_id_of(engine: Any) -> str:
+    with Session(engine) as session:
+        return session.execute(select(CancelRequest.id)).scalar_one()
+
+
+def test_read_only_auditor_role_as_documented(tmp_path: Path) -> None:
+    database = f"{POSTGRES_TEST_DATABASE}_ro"
+    owner_url = _recreate_postgres_database(database)
+    migrate.upgrade(owner_url)
+    with Session(get_engine(owner_url)) as session, session.begin():
+        add_request(session, created=datetime(2026, 8, 1, tzinfo=UTC), status="failed", order_code="RO-1",
+                    attempts=[{"outcome": "transient", "error_code": "6", "message": CODE6_MESSAGE}])
+    role = f"auditor{POSTGRES_TEST_DATABASE.removeprefix('cancel247_test')}_test"
+    [grant_block] = [b for b in sql_blocks() if b.startswith("CREATE ROLE")]
+    statements = [
+        line.replace("auditor", role).replace("DATABASE cancel247", f'DATABASE "{database}"').replace("FOR ROLE cancel247", "FOR ROLE postgres")
+        for line in grant_block.splitlines()
+        if line and not line.startswith("--")
+    ]
+
+    owner = get_engine(owner_url)
+    with owner.connect() as connection:
+        # Privileges of a role left by an interrupted run went with its database.
+        connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+        connection.commit()
+    auditor_url = owner_url.replace("postgres@", f"{role}:not-a-real-secret@", 1)
+    env = settings_env({"database_url": auditor_url})
+
+    try:
+        history = run_cli("history", "RO-1", env=env)
+        assert history.returncode == 0, history.stderr
+        assert CODE6_MESSAGE in history.stdout
+        exported = run_cli("export", "--format", "jsonl", env=env)
+        assert exported.returncode == 0, exported.stderr
+        assert json.loads(exported.stdout)["message"] == CODE6_MESSAGE
+        assert run_cli("stats", "--json", env=env).returncode == 0
+        pruned = run_cli("prune", "--before", "2026-09-01", "--yes", env=env)
+        assert pruned.returncode == 1, pruned.stderr
+        [line] = pruned.stderr.strip().splitlines()[-1:]
+        assert "read-only transaction" in line
+        assert "Traceback" not in pruned.stderr
+        assert "not-a-real-secret" not in pruned.stderr + history.stderr + exported.stderr
+    finally:
+        get_engine(auditor_url).dispose()
+        owner.dispose()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

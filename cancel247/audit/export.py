@@ -88,7 +88,7 @@ PER_REQUEST_FIELDS: tuple[tuple[str, Any], ...] = REQUEST_FIELDS + (
 
 
 def columns(grain: str) -> list[str]:
-    """The column names of an export, in order."""
+    """Return the column names of an export, in order."""
     fields = ATTEMPT_FIELDS if grain == "attempt" else PER_REQUEST_FIELDS
     return [name for name, _ in fields]
 

@@ -41,7 +41,7 @@ def _finished_before(before: datetime) -> list[object]:
 
 
 def count_prunable(store: AuditStore, before: datetime) -> PruneCounts:
-    """What :func:`prune` would delete, without deleting anything."""
+    """Count what :func:`prune` would delete, without deleting anything."""
     with store.transaction() as session:
         ids = select(CancelRequest.id).where(*_finished_before(before)).scalar_subquery()
         requests = session.execute(select(func.count()).select_from(CancelRequest).where(*_finished_before(before))).scalar_one()
@@ -66,7 +66,7 @@ def prune(
 
     ``export`` receives one JSON object per line per deleted request, in the
     shape of ``cancel247 history --json`` (the request with its attempts and
-    replays), so the file holds everything that was deleted.
+    replays), so the file contains everything that was deleted.
     """
     requests = attempts = replays = 0
     while True:
