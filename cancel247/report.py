@@ -75,7 +75,10 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
                 *blank,
                 _cell(f"by {replay['actor']} (was {replay['previous_status']}{forced}): {replay['reason']}"),
             )
+        holds = [h for h in request.get("holds", []) if h["run"] == run]
         for attempt in (a for a in request["attempts"] if a["run"] == run):
+            while holds and datetime.fromisoformat(holds[0]["held_at"]) <= datetime.fromisoformat(attempt["started_at"]):
+                _add_hold(table, holds.pop(0), zone)
             table.add_row(
                 local_time(attempt["started_at"], zone),
                 f"attempt {attempt['number']}",
@@ -88,6 +91,8 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
                 _cell(attempt.get("worker")),
                 _cell(attempt.get("detail")),
             )
+        for hold in holds:
+            _add_hold(table, hold, zone)
 
     if request["status"] in ("queued", "in_progress"):
         event, when = "waiting", request.get("updated_at")
@@ -103,6 +108,15 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
         _cell(request.get("detail")),
     )
     return table
+
+
+def _add_hold(table: Table, hold: dict[str, Any], zone: ZoneInfo) -> None:
+    table.add_row(
+        local_time(hold["held_at"], zone),
+        "held",
+        *("",) * 7,
+        _cell(f"until {local_time(hold['resume_at'], zone)}: {hold['reason']}"),
+    )
 
 
 OUTCOME_STYLES = {

@@ -68,10 +68,15 @@ class RetryPolicy:
         sleep: Callable[[float], None] = time.sleep,
         before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
         rng: random.Random | None = None,
+        attempts_made: int = 0,
     ) -> tenacity.Retrying:
-        """Build a fresh Retrying for one call; the last real error is re-raised."""
+        """Build a fresh Retrying for one call; the last real error is re-raised.
+
+        ``attempts_made`` counts the attempts this run made before it was held
+        or interrupted, so a resumed run gets only what is left (at least one).
+        """
         return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts)
+            stop=tenacity.stop_after_attempt(max(1, self.max_attempts - attempts_made))
             | tenacity.stop_before_delay(self.deadline_seconds),
             wait=_PolicyWait(self, rng),
             retry=tenacity.retry_if_exception_type(RetryableError),

@@ -29,6 +29,14 @@ def _replay(replay: Replay) -> dict[str, Any]:
     }
 
 
+# Relationships that request_record reads, loaded in one query each.
+RECORD_LOADS = (
+    selectinload(CancelRequest.attempts),
+    selectinload(CancelRequest.replays),
+    selectinload(CancelRequest.holds),
+)
+
+
 def request_record(r: CancelRequest) -> dict[str, Any]:
     """One request with its replays and attempts, in the stable shape described in :func:`order_history`."""
     return {
@@ -46,6 +54,10 @@ def request_record(r: CancelRequest) -> dict[str, Any]:
         "detail": r.detail,
         "duplicate_of": r.duplicate_of,
         "replays": [_replay(p) for p in r.replays],
+        "holds": [
+            {"run": h.run, "reason": h.reason, "held_at": _iso(h.held_at), "resume_at": _iso(h.resume_at)}
+            for h in r.holds
+        ],
         "attempts": [
             {
                 "number": a.number,
@@ -74,14 +86,15 @@ def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
     with ``request_id``, ``order_code``, ``status``, and ``attempts``, each
     attempt with ``number``, ``outcome``, ``http_status``, ``error_code``,
     ``message``, ``started_at``, ``finished_at``, and ``replays``, each with
-    ``run``, ``actor``, ``reason`` and ``created_at``. Further keys may be added;
+    ``run``, ``actor``, ``reason`` and ``created_at``, and ``holds``, each with
+    ``run``, ``reason``, ``held_at`` and ``resume_at``. Further keys may be added;
     none of these is renamed or removed. Times are ISO 8601 in UTC.
     """
     requests = session.execute(
         select(CancelRequest)
         .where(CancelRequest.order_code == order_code)
         .order_by(CancelRequest.created_at, CancelRequest.id)
-        .options(selectinload(CancelRequest.attempts), selectinload(CancelRequest.replays))
+        .options(*RECORD_LOADS)
     ).scalars()
     return [request_record(r) for r in requests]
 

@@ -120,6 +120,9 @@ class CancelRequest(Base):
     replays: Mapped[list[Replay]] = relationship(
         back_populates="request", order_by="Replay.run", passive_deletes=True
     )
+    holds: Mapped[list[Hold]] = relationship(
+        back_populates="request", order_by="Hold.id", passive_deletes=True
+    )
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_sql_list(RequestStatus)})", name="status"),
@@ -169,6 +172,28 @@ class Attempt(Base):
         CheckConstraint(f"outcome IN ({_sql_list(Outcome)})", name="outcome"),
         Index("ix_cancel_attempts_started_at_id", "started_at", "id"),
     )
+
+
+class Hold(Base):
+    """A pause of a request before a carrier call: the shared circuit breaker was open, or no rate-limit slot came."""
+
+    __tablename__ = "cancel_holds"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("cancel_requests.id", ondelete="CASCADE")
+    )
+    run: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the request is due to be taken up again.
+    resume_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    request: Mapped[CancelRequest] = relationship(back_populates="holds")
+
+    __table_args__ = (Index("ix_cancel_holds_request_id", "request_id"),)
 
 
 # Statuses ops may replay without --force; queued and in_progress never are.

@@ -17,10 +17,8 @@ from datetime import datetime
 from typing import IO
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import selectinload
-
-from cancel247.audit.history import request_record
-from cancel247.audit.models import TERMINAL_STATUSES, Attempt, CancelRequest, Replay
+from cancel247.audit.history import RECORD_LOADS, request_record
+from cancel247.audit.models import TERMINAL_STATUSES, Attempt, CancelRequest, Hold, Replay
 from cancel247.audit.store import AuditStore
 
 BATCH_REQUESTS = 500
@@ -78,7 +76,7 @@ def prune(
                     .order_by(CancelRequest.finished_at, CancelRequest.id)
                     .limit(BATCH_REQUESTS)
                     .with_for_update(skip_locked=True)
-                    .options(selectinload(CancelRequest.attempts), selectinload(CancelRequest.replays))
+                    .options(*RECORD_LOADS)
                 )
                 .scalars()
                 .all()
@@ -92,6 +90,7 @@ def prune(
                 export.flush()
                 os.fsync(export.fileno())
             ids = [request.id for request in batch]
+            session.execute(delete(Hold).where(Hold.request_id.in_(ids)))
             replays += session.execute(delete(Replay).where(Replay.request_id.in_(ids))).rowcount or 0
             attempts += session.execute(delete(Attempt).where(Attempt.request_id.in_(ids))).rowcount or 0
             requests += session.execute(

@@ -227,6 +227,7 @@ class SandboxState:
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:
             entry["seq"] = len(self._calls) + 1
+            entry["at"] = time.time()
             self._calls.append(entry)
         log.info(
             "sandbox call %d: %s order=%s -> HTTP %s code=%s fault=%s",

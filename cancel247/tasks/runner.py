@@ -7,6 +7,7 @@ sleep. The Celery task in :mod:`cancel247.tasks.cancel` is a thin shell.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,15 @@ from cancel247.retry import RetryNow
 from cancel247.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+class RequestHeld(Exception):
+    """The request must wait before its next carrier call; the task is re-sent with a countdown."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(f"held for {seconds:.1f} s: {reason}")
+        self.seconds = seconds
+        self.reason = reason
 
 
 def _final_status(reply: CarrierReply, *, maybe_applied: bool, succeeded_before: bool = False) -> RequestStatus:
@@ -67,6 +77,8 @@ class RequestRun:
         self.succeeded_before = False
         self.relogged = False
         self.last_attempt_id: int | None = None
+        # Identifies this thread's calls to the shared circuit breaker.
+        self.token = f"{runtime.worker_name}:{threading.get_ident()}:{new.request_id}"
 
     def _log_prefix(self) -> str:
         return f"request={self.new.request_id} order={self.new.order_code} attempt={self.number}"
@@ -98,9 +110,15 @@ class RequestRun:
         self.maybe_applied = claim.maybe_applied
         self.succeeded_before = claim.succeeded_before
 
-        retrying = self.runtime.policy.retrying(sleep=self.sleep, before_sleep=self._before_sleep)
+        retrying = self.runtime.policy.retrying(
+            sleep=self.sleep, before_sleep=self._before_sleep, attempts_made=claim.run_attempts
+        )
         try:
             reply = retrying(self._attempt)
+        except RequestHeld as held:
+            self.runtime.store.record_hold(self.new.request_id, self.run, seconds=held.seconds, reason=held.reason)
+            log.warning("%s carrier not called, %s", self._log_prefix(), held)
+            raise
         except RetryableError as exc:
             return self._finish(exc.reply, exhausted=True)
         except FinalError as exc:
@@ -120,6 +138,10 @@ class RequestRun:
                 raise RetryableError(exc.reply) from None
             raise
 
+        hold = self.runtime.guard.before_call(self.token)
+        if hold is not None:
+            raise RequestHeld(hold.seconds, hold.reason)
+
         self.number += 1
         attempt_id = self.runtime.store.start_attempt(
             request_id=self.new.request_id, run=self.run, number=self.number, worker=self.runtime.worker_name
@@ -129,6 +151,7 @@ class RequestRun:
         reply = client.cancel_order(self.new.order_code, credentials)
         duration_ms = (time.monotonic() - started) * 1000
         self.calls += 1
+        self.runtime.guard.record(reply.outcome, self.token)
         self.runtime.store.finish_attempt(attempt_id, reply, duration_ms=duration_ms)
 
         if reply.outcome == Outcome.SUCCEEDED:

@@ -7,9 +7,12 @@ import socket
 import threading
 from dataclasses import dataclass
 
+import redis
+
 from cancel247.audit.db import get_engine
 from cancel247.audit.store import AuditStore
 from cancel247.carrier.client import CarrierClient
+from cancel247.carrier.guard import CarrierGuard, CircuitBreaker, RateLimit
 from cancel247.config import Settings, get_settings
 from cancel247.retry import RetryPolicy
 
@@ -21,6 +24,7 @@ class Runtime:
     client: CarrierClient
     policy: RetryPolicy
     worker_name: str
+    guard: CarrierGuard
 
 
 _runtime: tuple[int, Runtime] | None = None
@@ -35,7 +39,25 @@ def build_runtime(settings: Settings) -> Runtime:
         client=CarrierClient(settings),
         policy=RetryPolicy.from_settings(settings),
         worker_name=f"{socket.gethostname()}:{os.getpid()}",
+        guard=build_guard(settings),
     )
+
+
+def build_guard(settings: Settings) -> CarrierGuard:
+    """Build the circuit breaker and rate limit that settings ask for, on the broker's Redis."""
+    broker_url = settings.broker_url.get_secret_value()
+    breaker = None
+    if settings.breaker_threshold > 0:
+        breaker = CircuitBreaker(
+            redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5),
+            settings.queue,
+            threshold=settings.breaker_threshold,
+            cooldown_seconds=settings.breaker_cooldown_seconds,
+            failure_window_seconds=settings.breaker_failure_window_seconds,
+            probe_seconds=settings.longest_attempt_seconds,
+        )
+    rate_limit = RateLimit(broker_url, settings.rate_limit, settings.queue) if settings.rate_limit else None
+    return CarrierGuard(breaker, rate_limit, max_wait_seconds=settings.read_timeout_seconds + settings.connect_timeout_seconds)
 
 
 def get_runtime() -> Runtime:
