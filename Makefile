@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 COMPOSE_SCHEMA := .cache/compose-schema/docker_compose-1.29.2-py2.py3-none-any.whl
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-audit bench-backlog install clean
 
 install: $(STAMP)
 
@@ -28,6 +28,23 @@ demo: $(STAMP)
 
 test: $(STAMP) $(COMPOSE_SCHEMA)
 	$(BIN)/python -m pytest
+
+# Each script measures one part and rewrites its own section of
+# bench/RESULTS.md; add new scripts to this list. Needs Redis on
+# 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432, as `make test` does.
+BENCH_SCRIPTS := bench/pipeline.py
+
+bench: $(STAMP)
+	@for script in $(BENCH_SCRIPTS); do $(BIN)/python $$script || exit 1; done
+
+# Longer runs, kept out of `make bench` and its ten minutes: the audit store
+# filled with a year of history (about 7 minutes), and a backlog of 50,000
+# requests drained by one worker.
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit.py
+
+bench-backlog: $(STAMP)
+	$(BIN)/python bench/backlog.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
