@@ -12,9 +12,9 @@ import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,7 @@ from cancel247.audit.models import (
     TERMINAL_STATUSES,
     Attempt,
     CancelRequest,
+    Hold,
     RequestStatus,
 )
 from cancel247.carrier.errors import CarrierReply, Outcome
@@ -50,6 +51,16 @@ class NewRequest:
 
 
 @dataclass(frozen=True)
+class FinalStatus:
+    """The terminal status a run gives its request, with the carrier's last code and the reason in words."""
+
+    request_id: str
+    status: RequestStatus
+    error_code: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """Result of claiming a received request: whether the worker may call the carrier, and the run's state."""
 
@@ -61,6 +72,8 @@ class Claim:
     maybe_applied: bool
     interrupted: int = 0
     duplicate_of: str | None = None
+    # Attempts already made in the current run, before a hold or a crash.
+    run_attempts: int = 0
     # True when an earlier run of this request got the carrier's success.
     succeeded_before: bool = False
 
@@ -79,13 +92,29 @@ def _insert_ignore(session: Session, rows: list[dict[str, object]]) -> None:
     session.execute(statement, rows)
 
 
+# Upper bound of the detail text stored with a request, in characters.
+MAX_DETAIL_LENGTH = 2000
+# Upper bound of the reason stored with a request; a valid message has at
+# most 1000 characters, so only the reason of an invalid one is ever cut.
+MAX_STORED_REASON_LENGTH = 1000
+SOURCE_COLUMN_LENGTH = 100
+
+
+def truncate_text(value: str | None, limit: int) -> str | None:
+    """Return ``value`` cut to ``limit`` characters, ending in a marker that gives its full length."""
+    if value is None or len(value) <= limit:
+        return value
+    marker = f"...[truncated, {len(value)} chars]"
+    return value[: max(0, limit - len(marker))] + marker
+
+
 def _request_row(new: NewRequest, status: RequestStatus, now: datetime) -> dict[str, object]:
     return {
         "id": new.request_id,
-        "order_code": new.order_code[:ORDER_CODE_COLUMN_LENGTH],
+        "order_code": truncate_text(new.order_code, ORDER_CODE_COLUMN_LENGTH),
         "status": status.value,
-        "reason": new.reason,
-        "source": new.source,
+        "reason": truncate_text(new.reason, MAX_STORED_REASON_LENGTH),
+        "source": truncate_text(new.source, SOURCE_COLUMN_LENGTH),
         "run": 1,
         "created_at": new.created_at or now,
         "updated_at": now,
@@ -120,8 +149,9 @@ class AuditStore:
             _insert_ignore(session, rows)
 
     def record_invalid(self, new: NewRequest, detail: str) -> None:
-        """Store a request that cannot be processed, with the reason."""
+        """Store a request that cannot be processed, with the reason (cut to MAX_DETAIL_LENGTH)."""
         now = utcnow()
+        detail = truncate_text(detail, MAX_DETAIL_LENGTH) or ""
         row = _request_row(new, RequestStatus.INVALID, now)
         row.update(finished_at=now, detail=detail)
         with self.transaction() as session:
@@ -158,11 +188,18 @@ class AuditStore:
                 select(CancelRequest).where(CancelRequest.id == new.request_id).with_for_update()
             ).scalar_one()
             status = RequestStatus(request.status)
-            last_number = session.execute(
-                select(func.coalesce(func.max(Attempt.number), 0)).where(Attempt.request_id == request.id)
-            ).scalar_one()
+
+            if status == RequestStatus.QUEUED and request.run == 1:
+                # A first run that was never claimed has no attempts: skip the queries below.
+                holder = self._take_order(session, request, now)
+                if holder is not None:
+                    return Claim(RequestStatus.DUPLICATE, 1, 0, False, duplicate_of=holder)
+                return Claim(RequestStatus.IN_PROGRESS, 1, 0, False)
 
             if status in TERMINAL_STATUSES:
+                last_number = session.execute(
+                    select(func.coalesce(func.max(Attempt.number), 0)).where(Attempt.request_id == request.id)
+                ).scalar_one()
                 return Claim(status, request.run, last_number, maybe_applied=False, duplicate_of=request.duplicate_of)
 
             interrupted = 0
@@ -180,30 +217,20 @@ class AuditStore:
             else:
                 holder = self._take_order(session, request, now)
                 if holder is not None:
-                    return Claim(RequestStatus.DUPLICATE, request.run, last_number, False, duplicate_of=holder)
+                    return Claim(RequestStatus.DUPLICATE, request.run, 0, False, duplicate_of=holder)
 
-            maybe_applied = (
-                session.execute(
-                    select(func.count())
-                    .select_from(Attempt)
-                    .where(
-                        Attempt.request_id == request.id,
-                        Attempt.outcome.in_([Outcome.AMBIGUOUS.value, Outcome.INTERRUPTED.value]),
-                    )
-                ).scalar_one()
-                > 0
-            )
-            succeeded_before = (
-                session.execute(
-                    select(func.count())
-                    .select_from(Attempt)
-                    .where(Attempt.request_id == request.id, Attempt.outcome == Outcome.SUCCEEDED.value)
-                ).scalar_one()
-                > 0
-            )
+            maybe_outcomes = [Outcome.AMBIGUOUS.value, Outcome.INTERRUPTED.value]
+            last_number, maybe_applied, succeeded_before, run_attempts = session.execute(
+                select(
+                    func.coalesce(func.max(Attempt.number), 0),
+                    func.count().filter(Attempt.outcome.in_(maybe_outcomes)),
+                    func.count().filter(Attempt.outcome == Outcome.SUCCEEDED.value),
+                    func.count().filter(Attempt.run == request.run),
+                ).where(Attempt.request_id == request.id)
+            ).one()
             return Claim(
-                RequestStatus.IN_PROGRESS, request.run, last_number, maybe_applied, interrupted,
-                succeeded_before=succeeded_before,
+                RequestStatus.IN_PROGRESS, request.run, last_number, maybe_applied > 0, interrupted,
+                succeeded_before=succeeded_before > 0, run_attempts=run_attempts,
             )
 
     def _take_order(self, session: Session, request: CancelRequest, now: datetime) -> str | None:
@@ -250,22 +277,24 @@ class AuditStore:
 
     def start_attempt(self, *, request_id: str, run: int, number: int, worker: str) -> int:
         """Insert an ``in_flight`` attempt row and return its id; raises AuditUnavailable."""
-        attempt = Attempt(
-            request_id=request_id,
-            run=run,
-            number=number,
-            outcome=Outcome.IN_FLIGHT.value,
-            started_at=utcnow(),
-            worker=worker,
-        )
+        row = {
+            "request_id": request_id,
+            "run": run,
+            "number": number,
+            "outcome": Outcome.IN_FLIGHT.value,
+            "started_at": utcnow(),
+            "worker": worker,
+        }
         with self.transaction() as session:
-            session.add(attempt)
-            session.flush()
-            return attempt.id
+            return int(session.execute(insert(Attempt).returning(Attempt.id), row).scalar_one())
 
-    def finish_attempt(self, attempt_id: int, reply: CarrierReply, *, duration_ms: float) -> None:
-        """Complete an attempt row with what the carrier returned."""
+    def finish_attempt(
+        self, attempt_id: int, reply: CarrierReply, *, duration_ms: float, final: FinalStatus | None = None
+    ) -> None:
+        """Complete an attempt row with what the carrier returned; with ``final``, end the request too, atomically."""
         with self.transaction() as session:
+            if final is not None:
+                self._finish_request(session, final)
             session.execute(
                 update(Attempt)
                 .where(Attempt.id == attempt_id)
@@ -288,14 +317,27 @@ class AuditStore:
                 update(Attempt).where(Attempt.id == attempt_id).values(wait_seconds=round(wait_seconds, 6))
             )
 
-    def finish_request(
-        self, request_id: str, status: RequestStatus, *, error_code: str | None, detail: str | None
-    ) -> None:
-        """Set the request's terminal status."""
+    def record_hold(self, request_id: str, run: int, *, seconds: float, reason: str) -> None:
+        """Record that the request waits ``seconds`` before its next call, and why."""
         now = utcnow()
         with self.transaction() as session:
-            session.execute(
-                update(CancelRequest)
-                .where(CancelRequest.id == request_id)
-                .values(status=status.value, error_code=error_code, detail=detail, finished_at=now, updated_at=now)
+            session.add(
+                Hold(request_id=request_id, run=run, reason=reason, held_at=now, resume_at=now + timedelta(seconds=seconds))
             )
+            session.execute(update(CancelRequest).where(CancelRequest.id == request_id).values(updated_at=now))
+
+    def finish_request(self, final: FinalStatus) -> None:
+        """Set the request's terminal status."""
+        with self.transaction() as session:
+            self._finish_request(session, final)
+
+    @staticmethod
+    def _finish_request(session: Session, final: FinalStatus) -> None:
+        now = utcnow()
+        session.execute(
+            update(CancelRequest)
+            .where(CancelRequest.id == final.request_id)
+            .values(
+                status=final.status.value, error_code=final.error_code, detail=final.detail, finished_at=now, updated_at=now
+            )
+        )

@@ -11,9 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
+from kombu.utils.json import dumps as json_dumps
 
 from cancel247.audit.db import get_engine
 from cancel247.audit.store import AuditStore, NewRequest
@@ -91,22 +94,31 @@ class Producer:
         return ids
 
     def publish(self, batch: list[NewRequest]) -> None:
-        """Send one message per request; raise EnqueueError if the broker fails."""
+        """Send one message per request, the whole batch in one Redis transaction; raise EnqueueError if the broker fails.
+
+        Celery builds each message (``as_task_v2``) and kombu wraps it for Redis
+        exactly as its own publish does; only the push is batched, which makes
+        bulk enqueue several times faster than one ``send_task`` round trip
+        per message.
+        """
+        queue = self.settings.queue
         try:
-            with self.app.producer_or_acquire() as producer:
+            with self.app.connection_for_write() as connection:
+                channel = connection.default_channel
+                pipe = channel.client.pipeline(transaction=True)
                 for new in batch:
-                    kwargs = {"order_code": new.order_code, "reason": new.reason, "source": new.source}
+                    kwargs: dict[str, Any] = {"order_code": new.order_code, "reason": new.reason, "source": new.source}
                     if new.created_at is not None:
                         kwargs["enqueued_at"] = new.created_at.isoformat()
-                    self.app.send_task(
-                        TASK_NAME,
-                        kwargs=kwargs,
-                        task_id=new.request_id,
-                        queue=self.settings.queue,
-                        producer=producer,
-                        serializer="json",
+                    task = self.app.amqp.as_task_v2(new.request_id, TASK_NAME, args=(), kwargs=kwargs)
+                    message = channel.prepare_message(
+                        json_dumps(task.body), 0, "application/json", "utf-8", task.headers,
+                        {**task.properties, "delivery_mode": 2, "reply_to": self.app.thread_oid},
                     )
-        except OperationalError as exc:
+                    channel._inplace_augment_message(message, "", queue)
+                    pipe.lpush(queue, json_dumps(message))
+                pipe.execute()
+        except (OperationalError, redis.RedisError) as exc:
             reason = f"could not send to the broker: {exc}"
             raise EnqueueError(reason, reason=reason) from exc
 

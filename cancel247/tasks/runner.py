@@ -14,7 +14,7 @@ from collections.abc import Callable
 import tenacity
 
 from cancel247.audit.models import RequestStatus
-from cancel247.audit.store import NewRequest
+from cancel247.audit.store import AuditUnavailable, FinalStatus, NewRequest
 from cancel247.carrier.errors import (
     CODE_STATUS_INVALID,
     CarrierReply,
@@ -28,6 +28,11 @@ from cancel247.retry import RetryNow
 from cancel247.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# How long a worker keeps retrying the audit write that records a carrier
+# reply, in seconds. It adds to the longest task, so it stays well under the
+# 60 s margin the visibility timeout check allows for audit writes.
+AUDIT_WRITE_PATIENCE_SECONDS = 30
 
 
 class RequestHeld(Exception):
@@ -77,6 +82,8 @@ class RequestRun:
         self.succeeded_before = False
         self.relogged = False
         self.last_attempt_id: int | None = None
+        # The reply whose attempt row already carried the request's final status.
+        self.written: tuple[CarrierReply, FinalStatus] | None = None
         # Identifies this thread's calls to the shared circuit breaker.
         self.token = f"{runtime.worker_name}:{threading.get_ident()}:{new.request_id}"
 
@@ -152,7 +159,14 @@ class RequestRun:
         duration_ms = (time.monotonic() - started) * 1000
         self.calls += 1
         self.runtime.guard.record(reply.outcome, self.token)
-        self.runtime.store.finish_attempt(attempt_id, reply, duration_ms=duration_ms)
+        # A reply that ends the run is written with the request's final status
+        # in one transaction: one commit fewer, and no gap between the two.
+        final = self._final(reply) if reply.outcome in (Outcome.SUCCEEDED, Outcome.PERMANENT) else None
+        self._keep_trying(
+            lambda: self.runtime.store.finish_attempt(attempt_id, reply, duration_ms=duration_ms, final=final)
+        )
+        if final is not None:
+            self.written = (reply, final)
 
         if reply.outcome == Outcome.SUCCEEDED:
             return reply
@@ -170,6 +184,28 @@ class RequestRun:
             raise RetryNow(reply)
         raise error_for(reply)
 
+    def _keep_trying(self, write: Callable[[], None]) -> None:
+        """Run an audit write that follows a carrier call, retrying while the store is unavailable.
+
+        The reply exists only in memory until it is written: giving up at once
+        would leave the attempt in flight, and its request would end uncertain
+        even when the carrier replied. After the store has been down for
+        AUDIT_WRITE_PATIENCE_SECONDS, the error goes to the task, which retries.
+        """
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_delay(AUDIT_WRITE_PATIENCE_SECONDS),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+            retry=tenacity.retry_if_exception_type(AuditUnavailable),
+            sleep=self.sleep,
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "%s audit store unavailable after the carrier replied, retrying the write: %s",
+                self._log_prefix(), state.outcome.exception() if state.outcome else "",
+            ),
+        ):
+            with attempt:
+                write()
+
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
         wait = retry_state.upcoming_sleep
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -178,10 +214,8 @@ class RequestRun:
         if self.last_attempt_id is not None:
             self.runtime.store.set_wait(self.last_attempt_id, wait)
 
-    # NOTE: the last attempt's row and the request's final status are written
-    # in two transactions. If the second fails, the redelivered task runs the
-    # request again and may call the carrier once more.
-    def _finish(self, reply: CarrierReply, *, exhausted: bool, login: bool = False) -> RequestStatus:
+    def _final(self, reply: CarrierReply, *, exhausted: bool = False, login: bool = False) -> FinalStatus:
+        """Return the final status, code and reason that ``reply`` gives this run."""
         status = _final_status(reply, maybe_applied=self.maybe_applied, succeeded_before=self.succeeded_before)
         if login and status == RequestStatus.REJECTED:
             status = RequestStatus.FAILED
@@ -194,10 +228,21 @@ class RequestRun:
             detail += "; the order was already cancelled by an earlier run of this request"
         if status == RequestStatus.UNCERTAIN:
             detail += "; an earlier call may have cancelled the order: check it with the carrier"
-        self.runtime.store.finish_request(self.new.request_id, status, error_code=reply.error_code, detail=detail)
+        return FinalStatus(self.new.request_id, status, reply.error_code, detail)
 
-        if status == RequestStatus.SUCCEEDED:
+    # NOTE: after retries run out, the last attempt's row and the request's
+    # final status are written in two transactions. If the second still fails
+    # after AUDIT_WRITE_PATIENCE_SECONDS, the redelivered task runs the
+    # request again and may call the carrier once more.
+    def _finish(self, reply: CarrierReply, *, exhausted: bool, login: bool = False) -> RequestStatus:
+        if self.written is not None and self.written[0] is reply and not exhausted and not login:
+            final = self.written[1]
+        else:
+            final = self._final(reply, exhausted=exhausted, login=login)
+            self._keep_trying(lambda: self.runtime.store.finish_request(final))
+
+        if final.status == RequestStatus.SUCCEEDED:
             log.info("%s succeeded", self._log_prefix())
         else:
-            log.warning("%s ended %s: %s", self._log_prefix(), status.value, detail)
-        return status
+            log.warning("%s ended %s: %s", self._log_prefix(), final.status.value, final.detail)
+        return final.status
