@@ -272,7 +272,12 @@ def worker(concurrency: int | None, pool: str | None, loglevel: str, celery_args
         "--concurrency", str(concurrency or settings.concurrency),
         "--loglevel", loglevel,
         "--hostname", "cancel247@%h",
-        "--task-events",
+        *(["--task-events"] if settings.task_events else []),
+        # Gossip and mingle exchange state between workers, which cancel247
+        # does not use. In Celery 5.7 restarting gossip after a lost broker
+        # connection logs a spurious AttributeError traceback.
+        "--without-gossip",
+        "--without-mingle",
         *celery_args,
     ]
     app.worker_main(argv)

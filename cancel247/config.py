@@ -9,12 +9,14 @@ are kept as :class:`~pydantic.SecretStr` and never appear in that message.
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -37,7 +39,14 @@ DEFAULT_CONCURRENCY = 16
 # the longest possible task (checked at start-up) and bounds how long a
 # message held by a killed worker waits before another worker takes it.
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 600
+# Seconds between a worker's scans for unacknowledged messages older than the
+# visibility timeout. A message held by a killed worker goes back on the
+# queue within VISIBILITY_TIMEOUT_SECONDS plus this, once any worker runs.
+DEFAULT_UNACKED_RESTORE_INTERVAL_SECONDS = 10
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
+# Hosts a plain http:// carrier URL may name: only a local sandbox, so the
+# carrier token never crosses a network unencrypted.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 DEFAULT_QUEUE = "cancel247"
 
 
@@ -80,8 +89,26 @@ class Settings(BaseSettings):
     connect_timeout_seconds: float = Field(default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, le=300)
     read_timeout_seconds: float = Field(default=DEFAULT_READ_TIMEOUT_SECONDS, gt=0, le=600)
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=512)
+    # Circuit breaker shared by all workers of the queue; a threshold of 0 turns it off.
+    breaker_threshold: int = Field(default=10, ge=0, le=100_000)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    breaker_failure_window_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Carrier calls per period across all workers and hosts, e.g. "50/second"; empty means no limit.
+    rate_limit: str | None = None
+    # Celery task events, which Flower needs; each costs Redis round trips per task.
+    task_events: bool = False
     pool: str = Field(default="threads", pattern="^(threads|prefork|solo|gevent|eventlet)$")
     visibility_timeout_seconds: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_SECONDS, ge=1)
+    unacked_restore_interval_seconds: int = Field(default=DEFAULT_UNACKED_RESTORE_INTERVAL_SECONDS, ge=1, le=3600)
+    recover_after_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Age without progress after which `cancel247 recover` re-sends a queued or in_progress "
+        "request. Default: the redelivery bound plus 60 s.",
+    )
+    recover_interval_seconds: int = Field(
+        default=0, ge=0, le=86400, description="Seconds between recover runs under celery beat; 0 turns them off."
+    )
     timezone: str = Field(default=DEFAULT_TIMEZONE)
 
     @field_validator("api_url")
@@ -91,7 +118,25 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for the local sandbox)")
+        if value.startswith("http://") and urlsplit(value).hostname not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "must start with https://: http:// would send the carrier token unencrypted, and is "
+                "accepted only for a sandbox on 127.0.0.1, ::1 or localhost"
+            )
         return value.rstrip("/")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must look like 50/second, 600/minute or 10 per 1 second") from None
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod
@@ -106,10 +151,28 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// (psycopg) or sqlite:/// URL")
         return value
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not Path(value).exists():
+            raise ValueError("file not found: give the path of a PEM file of CA certificates")
+        return value
+
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: SecretStr) -> SecretStr:
         url = value.get_secret_value()
+        query = parse_qs(urlsplit(url).query)
+        weakened = any(v.upper() not in ("REQUIRED", "CERT_REQUIRED") for v in query.get("ssl_cert_reqs", [])) or any(
+            v.lower() in ("false", "0", "no", "off") for v in query.get("ssl_check_hostname", [])
+        )
+        if weakened:
+            raise ValueError(
+                "ssl_cert_reqs other than CERT_REQUIRED, or ssl_check_hostname=false, turns off the check "
+                "of the Redis server's certificate; remove it (set SSL_CERT_FILE for a private CA)"
+            )
         if not url.startswith(("redis://", "rediss://", "redis+socket://")):
             raise ValueError("must be a redis://, rediss:// or redis+socket:// URL")
         if url.startswith(("redis://", "rediss://")):
@@ -163,12 +226,27 @@ class Settings(BaseSettings):
     @property
     def longest_task_seconds(self) -> float:
         """Upper bound of one task run: no attempt starts after the deadline."""
-        every_attempt = (self.retry_max_attempts - 1) * (
-            self.longest_attempt_seconds + self.retry_max_seconds
-        )
-        last_start = min(self.retry_deadline_seconds, every_attempt)
+        # A Retry-After longer than RETRY_MAX_SECONDS is honoured, so with a
+        # second attempt allowed only the deadline bounds when the last starts.
+        last_start = self.retry_deadline_seconds if self.retry_max_attempts > 1 else 0.0
         # 60 s of margin for audit writes and the worker's own overhead.
         return last_start + self.longest_attempt_seconds + 60
+
+    @property
+    def max_countdown_seconds(self) -> float:
+        """Maximum countdown, in seconds, a task may be retried with.
+
+        Redis counts the visibility timeout from delivery, and a worker holds a
+        message with a countdown unacknowledged until it has run, so the
+        countdown plus the longest task must stay under the visibility timeout
+        or the message is delivered twice.
+        """
+        return max(0.0, self.visibility_timeout_seconds - self.longest_task_seconds)
+
+    @property
+    def redelivery_bound_seconds(self) -> int:
+        """Maximum seconds before the message of a killed worker is delivered again, while another worker runs."""
+        return self.visibility_timeout_seconds + self.unacked_restore_interval_seconds
 
     def require_carrier(self) -> None:
         """Raise ConfigError unless the carrier URL and one kind of credentials are set."""
@@ -211,8 +289,25 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{name}={error.get('input')!r} is invalid: {message}"
 
 
+# Words in variable names that ask to skip certificate checks. No setting
+# does that, and a variable that looks like one is rejected rather than
+# silently ignored.
+_INSECURE_WORDS = ("VERIFY", "INSECURE", "SSL_NO", "NO_SSL", "TLS_NO", "NO_TLS")
+
+
+def _reject_insecure_variables() -> None:
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and any(word in upper for word in _INSECURE_WORDS):
+            raise ConfigError(
+                f"{name} is not a setting: TLS certificate verification cannot be turned off; "
+                f"unset it, and set {ENV_PREFIX}CA_BUNDLE to a PEM file for a private CA"
+            )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment, with ``overrides`` on top."""
+    _reject_insecure_variables()
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 STATUS_STYLES = {
@@ -41,6 +42,11 @@ def styled_status(status: str) -> str:
     return f"[{style}]{escape(status)}[/{style}]"
 
 
+# Narrower consoles get the timeline as lines: ten table columns would crush the carrier's message.
+TABLE_MIN_WIDTH = 150
+TIMELINE_COLUMNS = ("time", "event", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "worker", "note")
+
+
 def print_history(console: Console, requests: list[dict[str, Any]], zone: ZoneInfo) -> None:
     """Print a timeline per request: received, each run's replay and attempts, and the final status."""
     for request in requests:
@@ -48,20 +54,47 @@ def print_history(console: Console, requests: list[dict[str, Any]], zone: ZoneIn
             f"[bold]request {request['request_id']}[/bold]  order {escape(request['order_code'])}  "
             f"status {styled_status(request['status'])}  run {request['run']}"
         )
-        console.print(timeline(request, zone))
+        rows = timeline_rows(request, zone)
+        if console.width >= TABLE_MIN_WIDTH:
+            console.print(timeline_table(rows))
+        else:
+            _print_timeline_lines(console, rows)
 
 
-def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
-    """The events of one request, in the order they happened, as a table."""
+def timeline_table(rows: list[tuple[str, ...]]) -> Table:
+    """Lay out timeline rows as a table."""
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("time", "event", "outcome", "HTTP", "code", "carrier message", "ms", "wait s", "worker", "note"):
-        table.add_column(column, overflow="fold")
+    # Only the note wraps, so the carrier's message stays on one line whenever it fits.
+    for column in TIMELINE_COLUMNS[:-1]:
+        table.add_column(column, no_wrap=True, overflow="fold")
+    table.add_column(TIMELINE_COLUMNS[-1], overflow="fold", min_width=16)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _print_timeline_lines(console: Console, rows: list[tuple[str, ...]]) -> None:
+    for time_, event, outcome, http, code, message, ms, wait, worker, note in rows:
+        facts = [f"{event:<10}", outcome]
+        for label, value, unit in (("HTTP", http, ""), ("code", code, ""), ("", ms, " ms"), ("wait", wait, " s"), ("", worker, "")):
+            if value and value != "-":
+                facts.append(f"{label} {value}{unit}".strip())
+        console.print(f"  {time_}  " + "  ".join(f for f in facts if f))
+        if message and message != "-":
+            console.print(Padding(f"carrier: {message}", (0, 0, 0, 6)))
+        if note and note != "-":
+            console.print(Padding(note, (0, 0, 0, 6)))
+
+
+def timeline_rows(request: dict[str, Any], zone: ZoneInfo) -> list[tuple[str, ...]]:
+    """Return the events of one request in the order they happened, one tuple of cells each."""
+    rows: list[tuple[str, ...]] = []
     blank = ("",) * 7
 
     received = " ".join(
         f"{label} {request[key]}" for label, key in (("source", "source"), ("reason", "reason")) if request.get(key)
     )
-    table.add_row(local_time(request["created_at"], zone), "received", *blank, _cell(received or None))
+    rows.append((local_time(request["created_at"], zone), "received", *blank, _cell(received or None)))
 
     replays = {replay["run"]: replay for replay in request.get("replays", [])}
     runs = sorted({a["run"] for a in request["attempts"]} | set(replays))
@@ -69,17 +102,17 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
         replay = replays.get(run)
         if replay is not None:
             forced = ", forced" if replay["forced"] else ""
-            table.add_row(
+            rows.append((
                 local_time(replay["created_at"], zone),
                 f"replay, run {run}",
                 *blank,
                 _cell(f"by {replay['actor']} (was {replay['previous_status']}{forced}): {replay['reason']}"),
-            )
+            ))
         holds = [h for h in request.get("holds", []) if h["run"] == run]
         for attempt in (a for a in request["attempts"] if a["run"] == run):
             while holds and datetime.fromisoformat(holds[0]["held_at"]) <= datetime.fromisoformat(attempt["started_at"]):
-                _add_hold(table, holds.pop(0), zone)
-            table.add_row(
+                rows.append(_hold_row(holds.pop(0), zone))
+            rows.append((
                 local_time(attempt["started_at"], zone),
                 f"attempt {attempt['number']}",
                 styled_outcome(attempt["outcome"]),
@@ -90,15 +123,14 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
                 _cell(f"{attempt['wait_seconds']:.3f}" if attempt["wait_seconds"] is not None else None),
                 _cell(attempt.get("worker")),
                 _cell(attempt.get("detail")),
-            )
-        for hold in holds:
-            _add_hold(table, hold, zone)
+            ))
+        rows.extend(_hold_row(hold, zone) for hold in holds)
 
     if request["status"] in ("queued", "in_progress"):
         event, when = "waiting", request.get("updated_at")
     else:
         event, when = "final", request["finished_at"]
-    table.add_row(
+    rows.append((
         local_time(when, zone),
         event,
         styled_status(request["status"]),
@@ -106,12 +138,12 @@ def timeline(request: dict[str, Any], zone: ZoneInfo) -> Table:
         _cell(request.get("error_code")),
         *("",) * 4,
         _cell(request.get("detail")),
-    )
-    return table
+    ))
+    return rows
 
 
-def _add_hold(table: Table, hold: dict[str, Any], zone: ZoneInfo) -> None:
-    table.add_row(
+def _hold_row(hold: dict[str, Any], zone: ZoneInfo) -> tuple[str, ...]:
+    return (
         local_time(hold["held_at"], zone),
         "held",
         *("",) * 7,

@@ -184,7 +184,8 @@ def running_stack(
     }
     settings = load_settings(**values)
     log_path = log_dir / "worker.log"
-    worker = WorkerProcess(settings_env(values), log_path)
+    # A node name per queue, so that workers of different stacks on one Redis answer control requests apart.
+    worker = WorkerProcess(settings_env(values), log_path, extra_args=["--hostname", f"{values['queue']}@%h"])
     try:
         worker.wait_ready()
         store = AuditStore(get_engine(database_url))

@@ -88,8 +88,11 @@ def test_longest_task_bounds_deadline() -> None:
         retry_max_attempts=3, retry_max_seconds=2, retry_deadline_seconds=1000,
         connect_timeout_seconds=1, read_timeout_seconds=4,
     )
-    # Two full attempts with their waits, then the last attempt, then margin.
-    assert settings.longest_task_seconds == 2 * (20 + 2) + 20 + 60
+    # A long Retry-After can delay the last attempt up to the deadline, then
+    # the attempt itself (four calls at 1 + 4 s), then margin.
+    assert settings.longest_task_seconds == 1000 + 20 + 60
+    single = load_settings(retry_max_attempts=1, connect_timeout_seconds=1, read_timeout_seconds=4)
+    assert single.longest_task_seconds == 20 + 60
 
 
 def test_bad_timezone() -> None:

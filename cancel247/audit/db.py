@@ -21,6 +21,10 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 60
 # Extra PostgreSQL connections beyond one per worker thread, for the
 # producer side and short bursts.
 POSTGRES_POOL_OVERFLOW = 4
+# Seconds to wait for a PostgreSQL connection, unless the URL sets
+# connect_timeout: without it a host that drops packets blocks a worker
+# thread for the operating system's TCP timeout, minutes.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 _engines: dict[tuple[int, str, int], Engine] = {}
 _lock = threading.Lock()
@@ -57,11 +61,15 @@ def create_audit_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    # pool_pre_ping replaces connections that died with a database restart
+    # before a transaction uses them.
     return create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=POSTGRES_POOL_OVERFLOW,
         pool_pre_ping=True,
+        connect_args=connect_args,
     )
 
 

@@ -277,6 +277,13 @@ class CarrierClient:
             self._credentials = self._login(generation=stale.generation + 1)
             return self._credentials
 
+    def login(self) -> Credentials:
+        """Log in now with the username and password, replacing any cached token; raise LoginError."""
+        with self._lock:
+            generation = self._credentials.generation + 1 if self._credentials is not None else 1
+            self._credentials = self._login(generation=generation)
+            return self._credentials
+
     def _login(self, *, generation: int) -> Credentials:
         if not self._settings.has_login:
             raise LoginError(

@@ -39,7 +39,7 @@ FAILURE_OUTCOMES = frozenset({Outcome.TRANSIENT, Outcome.AMBIGUOUS})
 
 @dataclass(frozen=True)
 class Hold:
-    """Why a call may not be made now, and how long to wait before trying again."""
+    """A reason not to call the carrier now, and the seconds to wait before trying again."""
 
     seconds: float
     reason: str
@@ -62,7 +62,7 @@ class CircuitBreaker:
         self.threshold = threshold
         self.cooldown_ms = max(1, int(cooldown_seconds * 1000))
         self.failure_window_ms = max(1, int(failure_window_seconds * 1000))
-        # Longest a trial call can take; another worker may probe after that.
+        # Maximum duration of a trial call; after it, another worker may probe.
         self.probe_ms = max(1, int(probe_seconds * 1000))
         prefix = f"cancel247:breaker:{name}"
         self.open_key = f"{prefix}:open"
@@ -106,7 +106,7 @@ class CircuitBreaker:
                 self._open(f"{failures} transient failures in a row")
             return
         if outcome == Outcome.SUCCEEDED or outcome == Outcome.PERMANENT:
-            # Any coded answer shows the carrier is working again.
+            # A success or a refusal shows that the carrier is working again.
             if self.client.exists(self.tripped_key):
                 log.warning("carrier circuit closed: %s got a reply", token)
             self.client.delete(self.failures_key, self.tripped_key, self.probe_key)

@@ -41,13 +41,32 @@ def parse_message(args: tuple[Any, ...], kwargs: dict[str, Any]) -> CancelMessag
         for error in exc.errors():
             field = ".".join(str(part) for part in error.get("loc", ())) or "message"
             text = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            problems.append(f"{field}: {text}")
-        raise InvalidMessage("; ".join(problems)) from None
+            problems.append(f"{_printable(field)}: {text}")
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"... and {len(problems) - len(shown)} more")
+        raise InvalidMessage("; ".join(shown)) from None
 
 
-def order_code_of(kwargs: dict[str, Any]) -> str:
-    """Return something to file an invalid message under, even when order_code is bad."""
+# A producer may send thousands of extra keys, or keys megabytes long: the
+# reason stays one short line for the log and the audit row.
+MAX_PROBLEMS_SHOWN = 5
+MAX_FIELD_NAME_SHOWN = 60
+
+
+def _printable(name: str) -> str:
+    """Return a field name fit for a one-line message: escaped if it has control characters, and cut."""
+    shown = name if name.isprintable() else repr(name)
+    if len(shown) > MAX_FIELD_NAME_SHOWN:
+        return f"{shown[:MAX_FIELD_NAME_SHOWN]}...({len(name)} chars)"
+    return shown
+
+
+def order_code_of(kwargs: dict[str, Any], args: tuple[Any, ...] = ()) -> str:
+    """Return something to file an invalid message under, even when order_code is bad or positional."""
     code = kwargs.get("order_code")
+    if code is None and args:
+        code = args[0]
     if isinstance(code, str):
         return code
     return "" if code is None else repr(code)

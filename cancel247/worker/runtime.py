@@ -43,9 +43,16 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
+def redis_client_url(broker_url: str) -> str:
+    """Return the broker URL in the form redis-py reads: kombu's ``redis+socket://`` becomes ``unix://``."""
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://")
+    return broker_url
+
+
 def build_guard(settings: Settings) -> CarrierGuard:
     """Build the circuit breaker and rate limit that settings ask for, on the broker's Redis."""
-    broker_url = settings.broker_url.get_secret_value()
+    broker_url = redis_client_url(settings.broker_url.get_secret_value())
     breaker = None
     if settings.breaker_threshold > 0:
         breaker = CircuitBreaker(
@@ -56,7 +63,9 @@ def build_guard(settings: Settings) -> CarrierGuard:
             failure_window_seconds=settings.breaker_failure_window_seconds,
             probe_seconds=settings.longest_attempt_seconds,
         )
-    rate_limit = RateLimit(broker_url, settings.rate_limit, settings.queue) if settings.rate_limit else None
+    # The limits library spells a Unix socket redis+unix://.
+    limits_url = broker_url.replace("unix://", "redis+unix://", 1) if broker_url.startswith("unix://") else broker_url
+    rate_limit = RateLimit(limits_url, settings.rate_limit, settings.queue) if settings.rate_limit else None
     return CarrierGuard(breaker, rate_limit, max_wait_seconds=settings.read_timeout_seconds + settings.connect_timeout_seconds)
 
 
