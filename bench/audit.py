@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
@@ -211,16 +212,27 @@ def _libpq(url: str) -> str:
 
 
 def _run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command; return its wall seconds, its peak RSS in MB, and its stderr."""
+    """Run a command; return its wall seconds, its peak RSS in MB, and its stderr.
+
+    RSS is sampled every 20 ms with psutil. The kernel's ``ru_maxrss`` is no
+    use here: a child's high-water mark starts from this process's size at
+    the fork and survives the exec.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    watched = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
     elapsed = time.perf_counter() - started
     stderr = process.stderr.read() if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {process.returncode}: {stderr.strip()[-500:]}")
-    return elapsed, usage.ru_maxrss / 1024, stderr
+    return elapsed, peak / 2**20, stderr
 
 
 def measure(backend: str, url: str, requests: int, seed: int, workdir: Path) -> BackendResult:
