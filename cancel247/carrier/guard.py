@@ -75,11 +75,11 @@ class CircuitBreaker:
 
         ``token`` identifies the caller, so that its own trial call is known.
         """
-        is_open, tripped = self.client.exists(self.open_key), self.client.exists(self.tripped_key)
-        if is_open:
+        is_open, tripped = self.client.mget(self.open_key, self.tripped_key)
+        if is_open is not None:
             remaining = self.client.pttl(self.open_key)
             return Hold(max(remaining, 1) / 1000, "carrier circuit open after repeated transient failures")
-        if not tripped:
+        if tripped is None:
             return None
         if self.client.set(self.probe_key, token, nx=True, px=self.probe_ms):
             log.info("carrier circuit half-open: %s makes the trial call", token)
@@ -107,9 +107,13 @@ class CircuitBreaker:
             return
         if outcome == Outcome.SUCCEEDED or outcome == Outcome.PERMANENT:
             # A success or a refusal shows that the carrier is working again.
-            if self.client.exists(self.tripped_key):
+            # One round trip: this runs after almost every call.
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.tripped_key)
+                pipe.delete(self.failures_key, self.probe_key)
+                was_tripped = pipe.execute()[0]
+            if was_tripped:
                 log.warning("carrier circuit closed: %s got a reply", token)
-            self.client.delete(self.failures_key, self.tripped_key, self.probe_key)
 
     def _open(self, why: str) -> None:
         with self.client.pipeline() as pipe:
