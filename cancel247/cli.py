@@ -41,6 +41,7 @@ def settings_or_exit(*, check_schema: bool = True) -> Settings:
 
     Exits with one line on failure.
     """
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from cancel247.audit import migrate
@@ -52,6 +53,10 @@ def settings_or_exit(*, check_schema: bool = True) -> Settings:
         fail(str(exc))
     if not check_schema:
         return settings
+    url = make_url(settings.database_url.get_secret_value())
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and not Path(url.database).exists():
+        # Connecting would create an empty file that then looks like a store.
+        fail(f"no audit store at {url.database!r}: run `cancel247 db upgrade` to create it, or check CANCEL247_DATABASE_URL")
     engine = get_engine(settings.database_url.get_secret_value())
     try:
         migrate.check_schema(engine)
@@ -148,6 +153,9 @@ def read_codes(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
     first = next(csv.reader([lines[0]], dialect))
     header = [cell.strip().lower() for cell in first]
     wanted = column.strip().lower() if column else None
+    if wanted is None and len(header) == 1 and header[0] in ORDER_CODE_COLUMNS:
+        # A one-column CSV whose first line names the column: a header, not an order code.
+        wanted = header[0]
     if wanted is None and len(header) > 1:
         wanted = next((name for name in ORDER_CODE_COLUMNS if name in header), None)
         if wanted is None:

@@ -85,6 +85,8 @@ def export(since: str | None, until: str | None, statuses: tuple[str, ...], grai
         fmt = "jsonl" if output is not None and output.suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv"
     if excel and fmt != "csv":
         fail("--excel applies to CSV only: drop it, or use --format csv")
+    if output is not None and not output.parent.is_dir():
+        fail(f"folder {str(output.parent)!r} does not exist: create it or choose another --output")
     if output is not None and output.exists() and not force:
         fail(f"{output} exists: choose another --output or add --force to overwrite it")
 
@@ -220,6 +222,8 @@ def prune(before: str, export_path: Path | None, dry_run: bool, yes: bool) -> No
     assert cutoff is not None
     if cutoff > datetime.now(UTC):
         fail(f"--before {before!r} is in the future: prune deletes only what finished before a past time")
+    if export_path is not None and not export_path.parent.is_dir():
+        fail(f"folder {str(export_path.parent)!r} does not exist: create it or choose another --export file")
     if export_path is not None and export_path.exists():
         fail(f"{export_path} exists: prune never overwrites an export; choose another --export file")
 

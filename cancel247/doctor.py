@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu.exceptions import KombuError
 from sqlalchemy import text
@@ -142,7 +143,7 @@ def check_carrier(settings: Settings) -> CheckResult:
     try:
         settings.require_carrier()
     except ConfigError as exc:
-        return CheckResult("carrier", FAILED, str(exc), "set the carrier variables named")
+        return CheckResult("carrier", FAILED, str(exc), "set the carrier variables the message names")
     if not settings.has_login:
         return CheckResult(
             "carrier", SKIPPED,
@@ -156,10 +157,21 @@ def check_carrier(settings: Settings) -> CheckResult:
             fix = f"correct {ENV_PREFIX}USERNAME and {ENV_PREFIX}PASSWORD"
         else:
             fix = f"check {ENV_PREFIX}API_URL and that the carrier is reachable from here"
-        return CheckResult("carrier", FAILED, f"login to {settings.api_url} failed: {exc.reply.summary()}", fix)
+        return CheckResult("carrier", FAILED, f"login to {_public_url(settings.api_url)} failed: {exc.reply.summary()}", fix)
     finally:
         client.close()
-    return CheckResult("carrier", OK, f"logged in to {settings.api_url} as ClientID {credentials.client_id}")
+    return CheckResult("carrier", OK, f"logged in to {_public_url(settings.api_url)} as ClientID {credentials.client_id}")
+
+
+def _public_url(url: str | None) -> str:
+    """Return ``url`` without any user name or password it carries."""
+    parts = urlsplit(url or "")
+    if parts.username is None and parts.password is None:
+        return url or "-"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def check_worker(settings: Settings, timeout: float, node: str | None = None) -> CheckResult:
@@ -191,11 +203,11 @@ def check_worker(settings: Settings, timeout: float, node: str | None = None) ->
     )
     if consuming:
         return CheckResult("worker", OK, f"queue {settings.queue!r} consumed by {', '.join(consuming)}")
-    who = f"worker {node!r}" if node else "no worker"
+    who = f"worker {node!r} did not answer" if node else "no worker answered"
     others = f" ({len(answers)} other worker(s) answered)" if answers else ""
     return CheckResult(
         "worker", FAILED,
-        f"{who} answered within {timeout:g} s consuming queue {settings.queue!r}{others}",
+        f"{who} within {timeout:g} s consuming queue {settings.queue!r}{others}",
         f"start a worker with `cancel247 worker` (queue from {ENV_PREFIX}QUEUE)",
     )
 
@@ -212,7 +224,7 @@ def run_checks(
     try:
         settings = settings_loader()
     except ConfigError as exc:
-        return [CheckResult("settings", FAILED, str(exc), f"correct the {ENV_PREFIX}* variable named")]
+        return [CheckResult("settings", FAILED, str(exc), f"correct the {ENV_PREFIX}* variable the message names")]
 
     results: list[CheckResult] = []
     failed: set[str] = set()

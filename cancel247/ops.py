@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from cancel247.audit.models import (
@@ -37,6 +37,7 @@ from cancel247.audit.models import (
     RequestStatus,
 )
 from cancel247.audit.store import NewRequest, utcnow
+from cancel247.carrier.errors import Outcome
 from cancel247.tasks.producer import EnqueueError, Producer
 
 # Replays sent per second unless --rate sets another value: a few seconds'
@@ -93,6 +94,10 @@ class Selection:
         for status in self.statuses:
             if status not in known:
                 raise SelectionError(f"invalid status {status!r}: use one of {', '.join(sorted(known))}")
+        outcomes = {o.value for o in Outcome}
+        for outcome in self.outcomes:
+            if outcome not in outcomes:
+                raise SelectionError(f"invalid outcome {outcome!r}: use one of {', '.join(sorted(outcomes))}")
         for request_id in self.request_ids:
             try:
                 uuid.UUID(request_id)
@@ -156,10 +161,14 @@ def build_query(selection: Selection) -> Select[Any]:
     statuses = selection.effective_statuses()
     if statuses:
         query = query.where(CancelRequest.status.in_(statuses))
+    # Request ids and order codes name targets: a request matches if it is any of them.
+    targets = []
     if selection.request_ids:
-        query = query.where(CancelRequest.id.in_(selection.request_ids))
+        targets.append(CancelRequest.id.in_(selection.request_ids))
     if selection.order_codes:
-        query = query.where(CancelRequest.order_code.in_(selection.order_codes))
+        targets.append(CancelRequest.order_code.in_(selection.order_codes))
+    if targets:
+        query = query.where(or_(*targets))
     if selection.since is not None:
         query = query.where(CancelRequest.created_at >= selection.since)
     if selection.until is not None:

@@ -97,7 +97,7 @@ def timeline_rows(request: dict[str, Any], zone: ZoneInfo) -> list[tuple[str, ..
     rows.append((local_time(request["created_at"], zone), "received", *blank, _cell(received or None)))
 
     replays = {replay["run"]: replay for replay in request.get("replays", [])}
-    runs = sorted({a["run"] for a in request["attempts"]} | set(replays))
+    runs = sorted({a["run"] for a in request["attempts"]} | set(replays) | {h["run"] for h in request.get("holds", [])})
     for run in runs:
         replay = replays.get(run)
         if replay is not None:

@@ -223,6 +223,7 @@ def test_export_refuses_bad_input(audit_url: str, tmp_path: Path) -> None:
         (["--status", "done"], "--status 'done' is not a status"),
         (["--format", "jsonl", "--excel"], "--excel applies to CSV only"),
         (["--output", str(existing)], "exists: choose another --output or add --force"),
+        (["--output", str(tmp_path / "nodir" / "x.csv")], "does not exist: create it or choose another --output"),
     ]
     for args, message in cases:
         result = run_cli("export", *args, env=env)
@@ -375,6 +376,35 @@ def test_prune_refuses_a_future_cutoff(audit_url: str) -> None:
     result = run_cli("prune", "--before", "2999-01-01", "--yes", env=settings_env({"database_url": audit_url}))
     assert result.returncode == 2
     assert "--before '2999-01-01' is in the future" in result.stderr
+
+
+def test_prune_refuses_missing_export_folder(audit_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "nodir" / "p.jsonl"
+    result = run_cli("prune", "--before", "1d", "--export", str(target), "--yes", env=settings_env({"database_url": audit_url}))
+    assert result.returncode == 2
+    assert "does not exist: create it or choose another --export file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_history_shows_holds_of_a_run_without_attempts() -> None:
+    from rich.console import Console
+
+    from cancel247.report import print_history
+
+    record = {
+        "request_id": "5d7b81c5-0000-4000-8000-000000000000", "order_code": "OUT-6", "status": "in_progress", "run": 1,
+        "reason": None, "source": None, "created_at": "2026-12-04T21:40:00+00:00", "updated_at": "2026-12-04T21:40:31+00:00",
+        "finished_at": None, "error_code": None, "detail": None, "replays": [], "attempts": [],
+        "holds": [{"run": 1, "reason": "carrier circuit open after repeated transient failures",
+                   "held_at": "2026-12-04T21:40:01+00:00", "resume_at": "2026-12-04T21:40:30+00:00"}],
+    }
+    for width in (100, 200):
+        console = Console(record=True, width=width)
+        print_history(console, [record], ZONE)
+        text = console.export_text()
+        assert "held" in text
+        assert "carrier circuit open" in text
+        assert "2026-12-05 04:40:30.000+07:00" in text
 
 
 

@@ -155,6 +155,8 @@ def test_celery_command_refuses_bad_settings() -> None:
 
 
 def test_unmigrated_store_one_line(tmp_path: Path) -> None:
+    # An empty file is an SQLite database without tables.
+    (tmp_path / "empty.sqlite3").touch()
     env = settings_env({"database_url": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
     result = run_cli("history", "WKH1", env=env)
     assert result.returncode == 2
@@ -194,6 +196,31 @@ def test_enqueue_semicolon_csv(tmp_path: Path, cli_env: dict[str, Any]) -> None:
     result = run_cli("enqueue", "--file", str(codes), "--json", env=settings_env(cli_env))
     assert result.returncode == 0, result.stderr
     assert [r["order_code"] for r in json.loads(result.stdout)] == ["BOM-0001", "BOM-0002"]
+
+
+@pytest.mark.parametrize("header", ["order_code", "mã đơn hàng"])
+def test_one_column_csv_header_skipped(tmp_path: Path, cli_env: dict[str, Any], header: str) -> None:
+    codes = tmp_path / "one.csv"
+    codes.write_text(f"{header}\nONE-0001\nONE-0002\n", encoding="utf-8")
+    result = run_cli("enqueue", "--file", str(codes), "--json", env=settings_env(cli_env))
+    assert result.returncode == 0, result.stderr
+    assert [r["order_code"] for r in json.loads(result.stdout)] == ["ONE-0001", "ONE-0002"]
+
+
+def test_missing_sqlite_store_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.sqlite3"
+    result = run_cli("failed", env=settings_env({"database_url": f"sqlite:///{path}"}))
+    assert result.returncode == 2
+    assert f"no audit store at '{path}': run `cancel247 db upgrade`" in result.stderr
+    assert not path.exists()
+
+
+def test_unknown_outcome_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outcome.sqlite3'}"
+    migrate.upgrade(url)
+    result = run_cli("failed", "--outcome", "weird", env=settings_env({"database_url": url}))
+    assert result.returncode == 2
+    assert "invalid outcome 'weird': use one of ambiguous, auth" in result.stderr
 
 
 def test_broker_down_records_failed(tmp_path: Path) -> None:

@@ -569,3 +569,10 @@ def test_doctor_skip_for_health_check(doctor_stack: Stack) -> None:
     refused = run_doctor(values, "--skip", "brokr")
     assert refused.returncode == 2
     assert "unknown check 'brokr'" in refused.stderr
+
+
+def test_doctor_hides_credentials_in_carrier_url() -> None:
+    from cancel247.doctor import _public_url
+
+    assert _public_url("http://admin:S3cretPW@127.0.0.1:18303") == "http://***@127.0.0.1:18303"
+    assert _public_url("https://customer-api.247express.vn/base") == "https://customer-api.247express.vn/base"

@@ -232,3 +232,14 @@ def test_bad_time_named() -> None:
         parse_time("yesterday", zone=ZoneInfo("Asia/Ho_Chi_Minh"))
     moment = parse_time("2026-12-01", zone=ZoneInfo("Asia/Ho_Chi_Minh"))
     assert moment.isoformat() == "2026-11-30T17:00:00+00:00"
+
+
+def test_replay_mixes_request_ids_and_order_codes(stack: Stack, carrier: SandboxState) -> None:
+    codes, ids, _ = fail_in_outage(stack, carrier, 3)
+    env = settings_env(stack.values) | {"COLUMNS": "250"}
+    result = run_cli("replay", ids[0], codes[1], "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "2 request(s) match; 2 would be replayed" in result.stdout
+    assert ids[0] in result.stdout
+    assert ids[1] in result.stdout
+    assert ids[2] not in result.stdout
