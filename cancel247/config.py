@@ -8,8 +8,10 @@ are kept as :class:`~pydantic.SecretStr` and never appear in that message.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -305,9 +307,27 @@ def _reject_insecure_variables() -> None:
             )
 
 
+# Variables of the test suite and the benchmarks share the prefix but are not settings.
+_NOT_SETTINGS_PREFIXES = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
+_warned: set[str] = set()
+
+
+def _warn_unknown_variables() -> None:
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith(_NOT_SETTINGS_PREFIXES) or name in _warned:
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(upper, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"warning: {name} is not a setting{hint}; it is ignored", file=sys.stderr)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment, with ``overrides`` on top."""
     _reject_insecure_variables()
+    _warn_unknown_variables()
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -223,6 +223,18 @@ def test_unknown_outcome_refused(tmp_path: Path) -> None:
     assert "invalid outcome 'weird': use one of ambiguous, auth" in result.stderr
 
 
+def test_misspelled_setting_warned(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.sqlite3'}"
+    migrate.upgrade(url)
+    env = settings_env({"database_url": url}) | {"CANCEL247_RETRY_MAX_ATEMPTS": "3"}
+    result = run_cli("stats", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: CANCEL247_RETRY_MAX_ATEMPTS is not a setting (did you mean CANCEL247_RETRY_MAX_ATTEMPTS?); it is ignored"
+        in result.stderr
+    )
+
+
 def test_broker_down_records_failed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'down.sqlite3'}"
     migrate.upgrade(url)
