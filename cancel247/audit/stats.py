@@ -4,7 +4,7 @@ Every figure covers the requests received (``created_at``) in ``[since,
 until)`` and the attempts of those requests, whenever they ran. Percentiles
 are nearest-rank (PostgreSQL's ``percentile_disc``): the smallest value that
 at least p% of the values do not exceed. SQLite has no percentile function,
-so there each percentile is one indexed ``ORDER BY ... LIMIT 1 OFFSET k``.
+so there each percentile is one ``ORDER BY ... LIMIT 1 OFFSET k`` query.
 """
 
 from __future__ import annotations
