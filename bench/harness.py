@@ -49,7 +49,7 @@ script rewrites only its own section of this page; `make bench` runs them all.
 
 
 class BenchError(Exception):
-    """A benchmark could not run; the message says what failed and what to check."""
+    """A benchmark that could not run. The message names what failed and what to check."""
 
 
 # Sandbox ---------------------------------------------------------------------
@@ -155,7 +155,7 @@ def call_loop(
     """Log in once, then POST CancelOrder from ``threads`` threads sharing one pool.
 
     Stops after ``total_calls`` calls or ``seconds`` seconds. Each call uses a
-    new order code, so the sandbox answers code 0. ``start_at`` (a
+    new order code, so the sandbox returns code 0. ``start_at`` (a
     ``time.time()`` value) lets several processes start together.
     """
     session = carrier_session(threads)

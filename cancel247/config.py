@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     def max_countdown_seconds(self) -> float:
         """Maximum countdown, in seconds, a task may be retried with.
 
-        Redis counts the visibility timeout from delivery, and a worker holds a
+        Redis counts the visibility timeout from delivery, and a worker keeps a
         message with a countdown unacknowledged until it has run, so the
         countdown plus the longest task must stay under the visibility timeout
         or the message is delivered twice.

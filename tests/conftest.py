@@ -184,7 +184,7 @@ def running_stack(
     }
     settings = load_settings(**values)
     log_path = log_dir / "worker.log"
-    # A node name per queue, so that workers of different stacks on one Redis answer control requests apart.
+    # A node name per queue, so that the replies of workers of different stacks on one Redis stay apart.
     worker = WorkerProcess(settings_env(values), log_path, extra_args=["--hostname", f"{values['queue']}@%h"])
     try:
         worker.wait_ready()

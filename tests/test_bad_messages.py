@@ -1,7 +1,7 @@
 """Raw messages from a careless non-Python producer, pushed straight onto the worker's Redis list.
 
 Each bad message must give one log line, an ``invalid`` request when it has a
-request id, and nothing left in the queue or the unacknowledged set; the
+request id, and nothing left in the queue or the unacknowledged set. The
 worker keeps running and still processes a valid request afterwards.
 """
 

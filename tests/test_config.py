@@ -98,3 +98,14 @@ def test_longest_task_bounds_deadline() -> None:
 def test_bad_timezone() -> None:
     with pytest.raises(ConfigError, match="CANCEL247_TIMEZONE='Mars/Base' is invalid"):
         load_settings(timezone="Mars/Base")
+
+
+def test_task_events_off_unless_set() -> None:
+    from cancel247.worker.app import celery_config
+
+    quiet = celery_config(load_settings())
+    assert quiet["worker_send_task_events"] is False
+    assert quiet["task_send_sent_event"] is False
+    flower = celery_config(load_settings(task_events=True))
+    assert flower["worker_send_task_events"] is True
+    assert flower["task_send_sent_event"] is True

@@ -39,7 +39,7 @@ FAST = 1000.0  # requests per second: no pacing in tests
 
 
 def lose_messages(stack: Stack, count: int, prefix: str = "LOST") -> tuple[list[str], list[str]]:
-    """Enqueue ``count`` requests whose messages go to a queue nobody consumes; return codes and ids."""
+    """Enqueue ``count`` requests whose messages go to a queue no worker consumes; return codes and ids."""
     lost_queue = f"nobody-{uuid.uuid4().hex[:8]}"
     producer = Producer(load_settings(**{**stack.values, "queue": lost_queue}))
     codes = [new_order_code(prefix) for _ in range(count)]

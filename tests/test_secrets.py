@@ -1,10 +1,11 @@
 """No secret leaks anywhere a person or a log collector can read, and TLS checks cannot be switched off.
 
-The flow test runs a worker with easy-to-grep secrets (carrier password,
-fixed token, the tokens the sandbox issues, and a database password in the
-PostgreSQL URL, which the local trust authentication accepts), drives a
-re-login, a failed login and a replay, then searches the worker log, every
-CLI output, every audit table, the broker's keys and config error texts.
+The flow test runs a worker with secrets that are easy to grep: the carrier
+password, the fixed token, the tokens the sandbox issues, and a database
+password in the PostgreSQL URL (the local trust authentication accepts it).
+It drives a re-login, a failed login and a replay. Then it searches the
+worker log, every CLI output, every audit table, the broker's keys and the
+config error texts.
 """
 
 from __future__ import annotations

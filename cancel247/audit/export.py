@@ -102,7 +102,8 @@ class Period:
     statuses: tuple[str, ...] = ()
 
 
-def _filtered(statement: Select[Any], time_column: Any, period: Period) -> Select[Any]:
+def in_period(statement: Select[Any], time_column: Any, period: Period) -> Select[Any]:
+    """Restrict ``statement`` to rows whose ``time_column`` lies in ``period``, and to its statuses."""
     if period.since is not None:
         statement = statement.where(time_column >= period.since)
     if period.until is not None:
@@ -118,11 +119,11 @@ def export_query(grain: str, period: Period) -> Select[Any]:
         statement = select(*(column.label(name) for name, column in ATTEMPT_FIELDS)).join_from(
             Attempt, CancelRequest, Attempt.request_id == CancelRequest.id
         )
-        return _filtered(statement, Attempt.started_at, period).order_by(Attempt.started_at, Attempt.id)
+        return in_period(statement, Attempt.started_at, period).order_by(Attempt.started_at, Attempt.id)
     statement = select(*(column.label(name) for name, column in PER_REQUEST_FIELDS)).outerjoin(
         _last, _last.c.id == _last_attempt
     )
-    return _filtered(statement, CancelRequest.created_at, period).order_by(
+    return in_period(statement, CancelRequest.created_at, period).order_by(
         CancelRequest.created_at, CancelRequest.id
     )
 
@@ -131,9 +132,9 @@ def count_rows(session: Session, grain: str, period: Period) -> int:
     """How many rows :func:`export_rows` will yield."""
     if grain == "attempt":
         statement = select(func.count()).select_from(Attempt).join(CancelRequest, Attempt.request_id == CancelRequest.id)
-        statement = _filtered(statement, Attempt.started_at, period)
+        statement = in_period(statement, Attempt.started_at, period)
     else:
-        statement = _filtered(select(func.count()).select_from(CancelRequest), CancelRequest.created_at, period)
+        statement = in_period(select(func.count()).select_from(CancelRequest), CancelRequest.created_at, period)
     return int(session.execute(statement).scalar_one())
 
 

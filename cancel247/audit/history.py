@@ -38,7 +38,7 @@ RECORD_LOADS = (
 
 
 def request_record(r: CancelRequest) -> dict[str, Any]:
-    """One request with its replays and attempts, in the stable shape described in :func:`order_history`."""
+    """Return one request with its replays, holds and attempts, in the stable shape of :func:`order_history`."""
     return {
         "request_id": r.id,
         "order_code": r.order_code,
@@ -100,5 +100,5 @@ def order_history(session: Session, order_code: str) -> list[dict[str, Any]]:
 
 
 def order_code_of_request(session: Session, request_id: str) -> str | None:
-    """The order code of request ``request_id``, or None when no such request is stored."""
+    """Return the order code of request ``request_id``, or None when no such request is stored."""
     return session.execute(select(CancelRequest.order_code).where(CancelRequest.id == request_id)).scalar_one_or_none()

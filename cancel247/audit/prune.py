@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import IO
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
 from cancel247.audit.history import RECORD_LOADS, request_record
 from cancel247.audit.models import TERMINAL_STATUSES, Attempt, CancelRequest, Hold, Replay
 from cancel247.audit.store import AuditStore
@@ -38,6 +40,17 @@ def _finished_before(before: datetime) -> list[object]:
     return [CancelRequest.status.in_(_TERMINAL), CancelRequest.finished_at < before]
 
 
+def _count_unfinished(session: Session, before: datetime) -> int:
+    """Count the requests received before ``before`` that have not finished: prune keeps them."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(CancelRequest)
+            .where(CancelRequest.status.not_in(_TERMINAL), CancelRequest.created_at < before)
+        ).scalar_one()
+    )
+
+
 def count_prunable(store: AuditStore, before: datetime) -> PruneCounts:
     """Count what :func:`prune` would delete, without deleting anything."""
     with store.transaction() as session:
@@ -45,11 +58,7 @@ def count_prunable(store: AuditStore, before: datetime) -> PruneCounts:
         requests = session.execute(select(func.count()).select_from(CancelRequest).where(*_finished_before(before))).scalar_one()
         attempts = session.execute(select(func.count()).select_from(Attempt).where(Attempt.request_id.in_(ids))).scalar_one()
         replays = session.execute(select(func.count()).select_from(Replay).where(Replay.request_id.in_(ids))).scalar_one()
-        unfinished = session.execute(
-            select(func.count())
-            .select_from(CancelRequest)
-            .where(CancelRequest.status.not_in(_TERMINAL), CancelRequest.created_at < before)
-        ).scalar_one()
+        unfinished = _count_unfinished(session, before)
     return PruneCounts(requests, attempts, replays, unfinished)
 
 
@@ -99,9 +108,5 @@ def prune(
         if progress is not None:
             progress(len(batch))
     with store.transaction() as session:
-        unfinished = session.execute(
-            select(func.count())
-            .select_from(CancelRequest)
-            .where(CancelRequest.status.not_in(_TERMINAL), CancelRequest.created_at < before)
-        ).scalar_one()
+        unfinished = _count_unfinished(session, before)
     return PruneCounts(requests, attempts, replays, unfinished)

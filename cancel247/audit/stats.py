@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Float, Select, cast, func, select
 from sqlalchemy.orm import Session
 
-from cancel247.audit.export import Period
+from cancel247.audit.export import Period, in_period
 from cancel247.audit.models import TERMINAL_STATUSES, Attempt, CancelRequest
 
 LATENCY_PERCENTILES = (0.5, 0.95, 0.99)
@@ -47,14 +47,8 @@ class Stats:
         return asdict(self)
 
 
-def _in_period(statement: Select[Any], period: Period) -> Select[Any]:
-    if period.since is not None:
-        statement = statement.where(CancelRequest.created_at >= period.since)
-    if period.until is not None:
-        statement = statement.where(CancelRequest.created_at < period.until)
-    if period.statuses:
-        statement = statement.where(CancelRequest.status.in_(period.statuses))
-    return statement
+def _received_in(statement: Select[Any], period: Period) -> Select[Any]:
+    return in_period(statement, CancelRequest.created_at, period)
 
 
 def _seconds_between(session: Session, start: Any, end: Any) -> Any:
@@ -89,11 +83,11 @@ def compute_stats(session: Session, period: Period) -> Stats:
         since=period.since.isoformat() if period.since else None,
         until=period.until.isoformat() if period.until else None,
     )
-    requests = _in_period(select(CancelRequest.status, func.count()).group_by(CancelRequest.status), period)
+    requests = _received_in(select(CancelRequest.status, func.count()).group_by(CancelRequest.status), period)
     stats.by_status = {status: n for status, n in session.execute(requests).all()}
     stats.requests = sum(stats.by_status.values())
 
-    codes = _in_period(
+    codes = _received_in(
         select(CancelRequest.error_code, func.count())
         .where(CancelRequest.status.in_([s.value for s in TERMINAL_STATUSES]))
         .group_by(CancelRequest.error_code),
@@ -101,7 +95,7 @@ def compute_stats(session: Session, period: Period) -> Stats:
     )
     stats.by_error_code = {code if code is not None else "none": n for code, n in session.execute(codes).all()}
 
-    joined = _in_period(select().select_from(Attempt).join(CancelRequest, Attempt.request_id == CancelRequest.id), period)
+    joined = _received_in(select().select_from(Attempt).join(CancelRequest, Attempt.request_id == CancelRequest.id), period)
     stats.by_outcome = {
         outcome: n
         for outcome, n in session.execute(
@@ -130,7 +124,7 @@ def compute_stats(session: Session, period: Period) -> Stats:
     timed_count = session.execute(timed.with_only_columns(func.count())).scalar_one()
     stats.carrier_latency_ms = _percentiles(session, Attempt.duration_ms, timed, timed_count, LATENCY_PERCENTILES)
 
-    final = _in_period(
+    final = _received_in(
         select()
         .select_from(CancelRequest)
         .where(

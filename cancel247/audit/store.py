@@ -95,7 +95,7 @@ def _insert_ignore(session: Session | Connection, rows: list[dict[str, object]])
 
 # Upper bound of the detail text stored with a request, in characters.
 MAX_DETAIL_LENGTH = 2000
-# Upper bound of the reason stored with a request; a valid message has at
+# Upper bound of the reason stored with a request. A valid message has at
 # most 1000 characters, so only the reason of an invalid one is ever cut.
 MAX_STORED_REASON_LENGTH = 1000
 SOURCE_COLUMN_LENGTH = 100

@@ -97,7 +97,7 @@ class Producer:
         """Send one message per request, the whole batch in one Redis transaction; raise EnqueueError if the broker fails.
 
         Celery builds each message (``as_task_v2``) and kombu wraps it for Redis
-        exactly as its own publish does; only the push is batched, which makes
+        exactly as its own publish does. Only the push is batched, which makes
         bulk enqueue several times faster than one ``send_task`` round trip
         per message.
         """

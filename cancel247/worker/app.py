@@ -88,7 +88,7 @@ def _recover_schedule(settings: Settings) -> dict[str, Any]:
 
 def _broker_tls(settings: Settings) -> dict[str, Any]:
     # kombu 5.7 connects to a rediss:// URL without checking the server's
-    # certificate unless told otherwise; the broker certificate is always
+    # certificate unless configured to. Here the broker certificate is always
     # verified against the system CAs (or SSL_CERT_FILE).
     if settings.broker_url.get_secret_value().startswith("rediss://"):
         return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}

@@ -8,7 +8,7 @@ Redis list item that is not a kombu JSON envelope raises out of the event loop
 and stops the worker ("Unrecoverable error").
 
 :class:`Consumer` (set as Celery's ``worker_consumer``) checks each message
-before Celery sees it. A bad message gets one log line with the request id,
+before Celery handles it. A bad message gets one log line with the request id,
 task name and reason, is stored as an ``invalid`` request when it carries a
 usable request id, and is deleted from the queue so that it is never
 redelivered.
@@ -71,6 +71,7 @@ def check_message(message: Message) -> tuple[str, list[Any], dict[str, Any]]:
     headers = message.headers
     if not isinstance(headers, dict):
         raise RejectedMessage("message headers are not a JSON object; send Celery protocol 2 messages")
+
     task = headers.get("task")
     if task is None:
         raise RejectedMessage("no 'task' header; send Celery protocol 2 messages with task cancel247.cancel_order")
@@ -80,6 +81,7 @@ def check_message(message: Message) -> tuple[str, list[Any], dict[str, Any]]:
         raise RejectedMessage("no 'id' header; set it to a new UUID, the request id")
     if request_id_of(headers) is None:
         raise RejectedMessage(f"'id' header {_quote(headers['id'])} is not a UUID; use a new UUID per request")
+
     try:
         body = message.decode()
     except ContentDisallowed:
@@ -88,6 +90,7 @@ def check_message(message: Message) -> tuple[str, list[Any], dict[str, Any]]:
         ) from None
     except (DecodeError, ValueError, TypeError) as exc:
         raise RejectedMessage(f"body is not valid {_quote(message.content_type)}: {_quote(str(exc))}") from None
+
     if not (isinstance(body, list | tuple) and len(body) == 3):
         raise RejectedMessage("body is not the JSON array [args, kwargs, embed] of Celery protocol 2")
     args, kwargs, embed = body
@@ -97,6 +100,7 @@ def check_message(message: Message) -> tuple[str, list[Any], dict[str, Any]]:
         raise RejectedMessage("kwargs (body[1]) is not a JSON object such as {\"order_code\": \"...\"}")
     if embed is not None and not isinstance(embed, dict):
         raise RejectedMessage("embed (body[2]) is not a JSON object or null")
+
     if task == RECOVER_TASK_NAME and (args or kwargs):
         raise RejectedMessage(f"{RECOVER_TASK_NAME} takes no arguments")
     return task, list(args), kwargs
